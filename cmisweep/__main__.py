@@ -1,0 +1,5 @@
+import sys
+
+from cmisweep.cli import main
+
+sys.exit(main())

@@ -1,0 +1,145 @@
+"""Typed configuration of one trial, validated at the edge (a YAML file or a sweep's sample).
+
+`cmisweep train CONFIG.yaml` reads a TrialConfig; a search space (cmisweep.sweep.space) holds
+one as its fixed settings and overrides keys per trial.
+"""
+from __future__ import annotations
+
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from cmisweep import regularizer as R
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+PosInt = Annotated[int, Field(gt=0)]
+PosFloat = Annotated[float, Field(gt=0)]
+
+
+class DataConfig(Strict):
+    dataset: Literal["mnist", "fashion-mnist"] = "fashion-mnist"
+    path: str | None = None  # a directory; default: $CMISWEEP_DATA, ./data, Debian's dir
+    split_seed: Annotated[int, Field(ge=0)] = 0
+    train_size: PosInt | None = None  # a seeded subset of the 80% train split, for reduced runs
+    val_size: PosInt | None = None
+    test_size: PosInt | None = None
+
+
+class PixelCNNConfig(Strict):
+    kind: Literal["pixelcnn_vae"] = "pixelcnn_vae"
+    z_dim: PosInt = 32
+    layers: Annotated[int, Field(ge=2, le=64)] = 13
+    maps: PosInt = 64
+    kernel_sizes: list[PosInt] | None = None  # default: 7,7,7,7,7 then 5s then 3s
+    s_layer: Annotated[int, Field(ge=2)] = 6
+    z_channels: PosInt = 4
+    encoder_channels: PosInt = 64
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.s_layer > self.layers:
+            raise ValueError(f"s_layer = {self.s_layer} must be <= layers = {self.layers} (s is the input of layer s_layer)")
+        if self.kernel_sizes is not None:
+            if len(self.kernel_sizes) != self.layers:
+                raise ValueError(f"kernel_sizes has {len(self.kernel_sizes)} entries, expected layers = {self.layers}")
+            if any(k % 2 == 0 for k in self.kernel_sizes):
+                raise ValueError(f"kernel_sizes must be odd, got {self.kernel_sizes}")
+        return self
+
+
+ModelConfig = Annotated[Union[PixelCNNConfig], Field(discriminator="kind")]
+
+
+class RegularizerConfig(Strict):
+    preset: Literal["vanilla", "beta", "advmi", "cmi"] = "vanilla"
+    gamma: Annotated[float, Field(ge=0)] = 0.0  # the paper's knob (alpha for beta/advmi)
+    alpha: Annotated[float, Field(ge=0)] | None = None  # cmi only: alpha != gamma
+    m_term: Literal["auto", "estimate", "drop"] = "auto"
+    c_form: Literal["paper", "exact"] = "paper"  # D_c negatives p(z)q(s) or q(z)q(s)
+    critic_steps: Annotated[int, Field(ge=1, le=100)] = 2
+    critic_lr: PosFloat | None = None  # default: 10x the VAE lr (the paper)
+    critic_head: Literal["model", "dot", "cosine", "mlp"] = "model"  # model: the paper's head
+    critic_width: PosInt = 256
+    allow_weights_above_one: bool = False
+
+    @model_validator(mode="after")
+    def _check(self):
+        self.build()  # raises ValueError with the reason
+        return self
+
+    def build(self) -> R.Regularizer:
+        return R.preset(
+            self.preset, self.gamma, self.alpha, m_term=self.m_term, c_form=self.c_form,
+            critic_steps=self.critic_steps, allow_weights_above_one=self.allow_weights_above_one,
+        )
+
+
+class TrainConfig(Strict):
+    epochs: PosInt = 300
+    batch_size: PosInt = 50
+    lr: PosFloat = 1e-4
+    precision: Literal["fp32", "bf16"] = "fp32"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: PosInt | None = None  # torch intra-op threads; default: torch's choice
+    select_by: Literal["objective", "elbo"] = "objective"  # which validation score picks the epoch
+    steps_per_epoch: PosInt | None = None  # cap, for quick runs; default: one pass over train
+    check_every: PosInt = 50  # steps between non-finite checks (each check is a host sync)
+    eval_batch_size: PosInt = 500  # batch size of the per-epoch validation pass
+
+
+class IhatConfig(Strict):
+    """Fresh critics trained after training on held-out encodings (Table 1)."""
+
+    seeds: Annotated[int, Field(ge=1)] = 3
+    steps: PosInt = 1000
+    batch_size: PosInt = 100
+    n_train: PosInt = 5000  # encodings of validation data that train the critics
+    n_eval: PosInt = 5000  # encodings of test data that the estimate is read on
+    head: Literal["model", "dot", "cosine", "mlp"] = "model"
+    width: PosInt = 256
+    lr: PosFloat = 1e-3
+
+
+class EvalConfig(Strict):
+    enabled: bool = True
+    ihat: IhatConfig | None = IhatConfig()
+    probes: bool = True  # AoLR, AoSVM
+    probe_per_class: PosInt = 100
+    mcas: bool = True  # mCAS, mCAS(SVM) and the real-image baseline
+    mcas_real_per_class: PosInt = 10
+    mcas_samples: PosInt = 10
+    sample_grid: bool = True
+    batch_size: PosInt = 500
+
+
+class TrialConfig(Strict):
+    name: str = "trial"
+    seed: Annotated[int, Field(ge=0)] = 0
+    data: DataConfig = DataConfig()
+    model: ModelConfig = PixelCNNConfig()
+    regularizer: RegularizerConfig = RegularizerConfig()
+    train: TrainConfig = TrainConfig()
+    evaluation: EvalConfig = EvalConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_model_kind(cls, data):
+        model = data.get("model") if isinstance(data, dict) else None
+        if isinstance(model, dict) and "kind" not in model:
+            data = {**data, "model": {"kind": "pixelcnn_vae", **model}}
+        return data
+
+    @model_validator(mode="after")
+    def _check(self):
+        n = self.data.train_size
+        if n is not None and n < self.train.batch_size:
+            raise ValueError(f"data.train_size = {n} is smaller than train.batch_size = {self.train.batch_size}")
+        return self
+
+    @property
+    def critic_lr(self) -> float:
+        return self.regularizer.critic_lr or 10.0 * self.train.lr

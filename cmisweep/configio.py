@@ -1,0 +1,186 @@
+"""Reading YAML config files safely and turning validation failures into one-line errors.
+
+Every failure names the file, the key (or the line) and what was expected, as a ConfigError.
+"""
+from __future__ import annotations
+
+import difflib
+import re
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pydantic
+import yaml
+
+from cmisweep.errors import ConfigError
+
+M = TypeVar("M", bound=pydantic.BaseModel)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys (PyYAML silently keeps the last one)."""
+
+
+def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False):
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r} (first on line {seen[key] + 1})", key_node.start_mark
+            )
+        seen[key] = key_node.start_mark.line
+    return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+# YAML 1.1 reads 1e-4 (no dot) as a string; every researcher writes learning rates that way.
+_UniqueKeyLoader.yaml_implicit_resolvers = {k: list(v) for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_UniqueKeyLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def read_yaml(path: str | Path) -> dict:
+    """Parse a YAML file into a mapping with safe loading only (no python/* tags)."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(path, None, "file not found")
+    if path.is_dir():
+        raise ConfigError(path, None, "expected a YAML file, found a directory")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(path, None, "not a text file (expected UTF-8 YAML)") from None
+    if not text.strip():
+        raise ConfigError(path, None, "file is empty (expected a YAML mapping)")
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - SafeLoader subclass
+    except yaml.constructor.ConstructorError as e:
+        line = e.problem_mark.line + 1 if e.problem_mark else "?"
+        problem = e.problem or str(e)
+        if "could not determine a constructor" in problem:
+            tag = problem.split("tag", 1)[-1].strip(" '").replace("tag:yaml.org,2002:", "!!")
+            problem = f"tag {tag} is not allowed (plain YAML only: no python/object or other tags)"
+        raise ConfigError(path, f"line {line}", problem) from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f"line {mark.line + 1}" if mark else None
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(path, line, f"not valid YAML: {problem}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(path, None, f"expected a YAML mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def _walk(model: type[pydantic.BaseModel], loc: tuple) -> tuple[Any, list[str]]:
+    """Follow a pydantic error location through the models; returns (the innermost model, the
+    user's key path without the union tags pydantic inserts, e.g. 'pixelcnn_vae')."""
+    current: Any = model
+    keys: list[str] = []
+    for part in loc:
+        if isinstance(part, int):
+            keys.append(f"[{part}]")
+            current = _unwrap(current)
+            continue
+        members = _model_args(current) if not _is_model(current) else []
+        tagged = [m for m in members if part in typing.get_args(m.model_fields["kind"].annotation)] if members else []
+        if tagged:
+            current = tagged[0]
+            continue
+        if _is_model(current) and part not in current.model_fields and "kind" in current.model_fields and (
+            part in typing.get_args(current.model_fields["kind"].annotation)
+        ):
+            continue  # the tag of a one-member union
+        keys.append(str(part))
+        fields = getattr(current, "model_fields", {}) if _is_model(current) else {}
+        current = _unwrap(fields[part].annotation) if part in fields else None
+    return current, keys
+
+
+def _is_model(tp: Any) -> bool:
+    return isinstance(tp, type) and issubclass(tp, pydantic.BaseModel)
+
+
+def _model_args(tp: Any) -> list:
+    return [a for a in typing.get_args(_strip_annotated(tp)) if _is_model(a) and "kind" in a.model_fields]
+
+
+def _unwrap(tp: Any) -> Any:
+    """Optional[X] / Annotated[X, ...] / list[X] -> X; a union of several models stays a union."""
+    origin = typing.get_origin(tp)
+    if origin is typing.Annotated:
+        return _unwrap(typing.get_args(tp)[0])
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return _unwrap(args[0])
+        return tp
+    if origin in (list, tuple, dict):
+        args = typing.get_args(tp)
+        return _unwrap(args[-1]) if args else tp
+    return tp
+
+
+def _strip_annotated(tp: Any) -> Any:
+    return typing.get_args(tp)[0] if typing.get_origin(tp) is typing.Annotated else tp
+
+
+def format_validation_error(err: pydantic.ValidationError, model: type[pydantic.BaseModel]) -> tuple[str | None, str]:
+    """(key, expected) for the first error, in words a user can act on."""
+    e = err.errors()[0]
+    loc = tuple(e["loc"])
+    kind = e["type"]
+    if kind == "extra_forbidden":
+        parent, keys = _walk(model, loc[:-1])
+        keys.append(str(loc[-1]))
+        allowed = list(parent.model_fields) if _is_model(parent) else []
+        hint = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+        msg = "unknown key"
+        if hint:
+            msg += f"; did you mean '{hint[0]}'?"
+        elif allowed:
+            msg += f"; expected one of: {', '.join(allowed)}"
+        return _join(keys), msg
+    _, keys = _walk(model, loc)
+    if kind == "missing":
+        return _join(keys), "required key is missing"
+    msg = e["msg"]
+    if msg.startswith("Value error, "):
+        return _join(keys), msg[len("Value error, "):]
+    if kind == "union_tag_invalid":
+        ctx = e.get("ctx", {})
+        return _join(keys + [ctx.get("discriminator", "kind").strip("'")]), (
+            f"expected one of {ctx.get('expected_tags')}, got {ctx.get('tag')!r}")
+    if msg.startswith("Input should be "):
+        msg = msg[len("Input should be "):]
+        if msg.startswith(("greater", "less")):
+            msg = "a value " + msg
+    expected = f"expected {msg}, got {e.get('input')!r}"
+    if kind == "literal_error" and isinstance(e.get("input"), str):
+        options = re.findall(r"'([^']*)'", e["ctx"]["expected"])
+        hint = difflib.get_close_matches(e["input"], options, n=1)
+        if hint:
+            expected += f"; did you mean '{hint[0]}'?"
+    return _join(keys), expected
+
+
+def _join(keys: list[str]) -> str | None:
+    return ".".join(keys).replace(".[", "[") or None
+
+
+def validate(model: type[M], data: dict, file: str | Path | None) -> M:
+    """Validate a mapping against a pydantic model; a failure is a ConfigError naming file and key."""
+    try:
+        return model.model_validate(data)
+    except pydantic.ValidationError as err:
+        key, expected = format_validation_error(err, model)
+        raise ConfigError(file, key, expected) from None
+
+
+def load(model: type[M], path: str | Path) -> M:
+    return validate(model, read_yaml(path), path)

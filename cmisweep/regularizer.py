@@ -1,0 +1,215 @@
+"""The one objective of this project, in the paper's notation (DESIGN.md section 1).
+
+Maximize
+
+    J = -Recon - KL(s) - (1 - alpha) KL(z) - (alpha - gamma) M - gamma C
+
+    M = KL(q(z) || p(z))          estimated with a critic D_m(z)
+    C = KL(q(z,s) || p(z) q(s))   estimated with a critic D_c(z, s)
+
+which equals ELBO + alpha I(x;z) - gamma I(z;s) because
+I(x;z) = E_x KL(q(z|x)||p(z)) - KL(q(z)||p(z)) and KL(q(z,s)||p(z)q(s)) = I(z;s) + KL(q(z)||p(z)).
+
+A critic D trained with the logistic loss of Eq. 12 to tell samples of a distribution q (label 1)
+from samples of r (label 0) has logit log D/(1-D) -> log q/r, so KL(q||r) ~ E_q[logit].
+
+With the exact negatives for D_c (z shuffled across the batch, i.e. q(z)q(s)), C estimates I(z;s)
+itself and KL(q(z)||p(z)) is no longer folded into it: the weight of M becomes alpha.
+
+A regularizer is data (the weights and which critics run), not a class per paper; `preset` builds
+the paper's methods:
+
+    vanilla  alpha = gamma = 0                         Eq. 2/3  (the ELBO)
+    beta     alpha = a, gamma = 0, M dropped           Eq. 15/16 (beta-VAE with beta = 1 - a)
+    advmi    alpha = a, gamma = 0, M estimated (D_m)   App. 4
+    cmi      alpha = gamma = a, M vanishes, C (D_c)    Eq. 13/14
+    cmi with alpha != gamma                            the extension (M dropped only as a lower bound)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+PRESETS = ("vanilla", "beta", "advmi", "cmi")
+MTerm = Literal["auto", "estimate", "drop"]
+CForm = Literal["paper", "exact"]
+
+
+@dataclass(frozen=True)
+class Regularizer:
+    alpha: float = 0.0
+    gamma: float = 0.0
+    m_term: Literal["estimate", "drop"] = "drop"
+    c_form: CForm = "paper"
+    critic_steps: int = 2
+    allow_weights_above_one: bool = False
+    preset: str = "custom"
+
+    def __post_init__(self) -> None:
+        problems = self.problems()
+        if problems:
+            raise ValueError(problems[0])
+
+    def problems(self) -> list[str]:
+        out = []
+        for name in ("alpha", "gamma"):
+            v = getattr(self, name)
+            if v < 0:
+                out.append(f"{name} = {v} must be >= 0")
+            if v > 1 and not self.allow_weights_above_one:
+                out.append(
+                    f"{name} = {v} > 1: a weight above 1 flips the sign of the KL(z) term (1 - alpha) "
+                    "or of the I(z;s) penalty; set allow_weights_above_one: true to accept it"
+                )
+        if self.m_term == "drop" and self.m_weight > 0 and self.gamma > 0:
+            out.append(
+                f"m_term 'drop' with alpha = {self.alpha}, gamma = {self.gamma} ({self.c_form} C) drops "
+                f"-{self.m_weight:g} M, which is not a bound on the objective; use m_term: estimate "
+                "(dropping M is a lower bound only when its weight alpha - gamma <= 0, Eq. 9)"
+            )
+        if self.critic_steps < 1:
+            out.append(f"critic_steps = {self.critic_steps} must be >= 1")
+        return out
+
+    @property
+    def m_weight(self) -> float:
+        """Weight of M in -J: alpha - gamma with the paper's C, alpha with the exact I(z;s)."""
+        return self.alpha - self.gamma if self.c_form == "paper" else self.alpha
+
+    @property
+    def uses_m(self) -> bool:
+        return self.m_term == "estimate" and self.m_weight != 0
+
+    @property
+    def uses_c(self) -> bool:
+        return self.gamma != 0
+
+    @property
+    def beta(self) -> float:
+        """The beta-VAE weight on KL(z): 1 - alpha."""
+        return 1.0 - self.alpha
+
+
+def preset(
+    name: str,
+    gamma: float = 0.0,
+    alpha: float | None = None,
+    *,
+    m_term: MTerm = "auto",
+    c_form: CForm = "paper",
+    critic_steps: int = 2,
+    allow_weights_above_one: bool = False,
+) -> Regularizer:
+    """Build a regularizer from the paper's knob: `gamma` is the grid value of the paper's Fig. 3,
+    i.e. alpha for beta/advmi and alpha = gamma for cmi; cmi takes an independent `alpha` too."""
+    common = dict(critic_steps=critic_steps, allow_weights_above_one=allow_weights_above_one, preset=name)
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; expected one of {', '.join(PRESETS)}")
+    if alpha is not None and name != "cmi":
+        raise ValueError(f"alpha is set independently only with preset cmi; preset {name} takes gamma alone")
+    if name == "vanilla":
+        if gamma != 0:
+            raise ValueError(f"preset vanilla has alpha = gamma = 0, got gamma = {gamma}")
+        return Regularizer(0.0, 0.0, "drop", c_form, **common)
+    if name in ("beta", "advmi"):
+        if m_term != "auto" and m_term != ("drop" if name == "beta" else "estimate"):
+            raise ValueError(f"preset {name} fixes m_term; leave it at auto")
+        return Regularizer(gamma, 0.0, "drop" if name == "beta" else "estimate", c_form, **common)
+    a = gamma if alpha is None else alpha
+    if m_term == "auto":
+        w = a - gamma if c_form == "paper" else a
+        m_term = "drop" if w <= 0 else "estimate"
+    return Regularizer(a, gamma, m_term, c_form, **common)
+
+
+# --- the critics' side: Eq. 12 and the density-ratio read-out --------------------------------------
+
+
+def critic_loss(pos_logits: torch.Tensor, neg_logits: torch.Tensor) -> torch.Tensor:
+    """Logistic loss of Eq. 12: -E_q[log D] - E_r[log(1 - D)] with D = sigmoid(logit)."""
+    pos_logits, neg_logits = pos_logits.float(), neg_logits.float()
+    return F.binary_cross_entropy_with_logits(pos_logits, torch.ones_like(pos_logits)) + (
+        F.binary_cross_entropy_with_logits(neg_logits, torch.zeros_like(neg_logits))
+    )
+
+
+def kl_estimate(pos_logits: torch.Tensor) -> torch.Tensor:
+    """KL(q||r) ~ E_q[log D/(1-D)] = E_q[logit] for the optimal critic."""
+    return pos_logits.float().mean()
+
+
+def negative_z(z: torch.Tensor, form: CForm) -> torch.Tensor:
+    """Negatives for D_c, paired with the batch's own s: z ~ p(z) = N(0, I) (the paper: p(z)q(s)),
+    or z shuffled across the batch (exact: q(z)q(s), the FactorVAE trick)."""
+    if form == "paper":
+        return torch.randn_like(z)
+    return z[torch.randperm(z.shape[0], device=z.device)]
+
+
+@dataclass
+class ObjectiveParts:
+    """Batch means of the terms of -J (the loss) and of J itself."""
+
+    loss: torch.Tensor
+    recon: torch.Tensor
+    kl_z: torch.Tensor
+    kl_s: torch.Tensor
+    m_hat: torch.Tensor | None
+    c_hat: torch.Tensor | None
+
+
+def objective(
+    reg: Regularizer,
+    recon: torch.Tensor,
+    kl_z: torch.Tensor,
+    kl_s: torch.Tensor,
+    m_logits: torch.Tensor | None = None,
+    c_logits: torch.Tensor | None = None,
+) -> ObjectiveParts:
+    """-J = Recon + KL(s) + (1 - alpha) KL(z) + m_weight M + gamma C, averaged over the batch.
+
+    recon, kl_z, kl_s: per-example sums (B,); m_logits = D_m logits at z ~ q(z|x);
+    c_logits = D_c logits at (z, s) ~ q(z, s).
+    """
+    recon, kl_z, kl_s = recon.float().mean(), kl_z.float().mean(), kl_s.float().mean()
+    loss = recon + kl_s + (1.0 - reg.alpha) * kl_z
+    m_hat = c_hat = None
+    if reg.uses_m:
+        if m_logits is None:
+            raise ValueError("this regularizer estimates M: pass the D_m logits")
+        m_hat = kl_estimate(m_logits)
+        loss = loss + reg.m_weight * m_hat
+    if reg.uses_c:
+        if c_logits is None:
+            raise ValueError("this regularizer estimates C: pass the D_c logits")
+        c_hat = kl_estimate(c_logits)
+        loss = loss + reg.gamma * c_hat
+    return ObjectiveParts(loss, recon, kl_z, kl_s, m_hat, c_hat)
+
+
+def critic_logits(critics, z: torch.Tensor, s: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Logits of D_m at z ~ q(z) and of D_c at (z, s) ~ q(z, s): the positives of each critic,
+    and the inputs of M and C in the objective."""
+    m = critics["m"](z) if "m" in critics else None
+    c = critics["c"](s, z) if "c" in critics else None
+    return m, c
+
+
+def critic_batch_loss(critics, z: torch.Tensor, s: torch.Tensor, c_form: CForm) -> torch.Tensor:
+    """Eq. 12 summed over the critics present, on one batch of encodings (z, s) ~ q(z, s).
+
+    D_m: q(z) against z ~ p(z). D_c: (z, s) against (z', s) with z' from negative_z; the
+    embedding of s is shared by both (the negatives keep the batch's own s).
+    """
+    loss = z.new_zeros(())
+    if "m" in critics:
+        d_m = critics["m"]
+        loss = loss + critic_loss(d_m(z), d_m(torch.randn_like(z)))
+    if "c" in critics:
+        d_c = critics["c"]
+        e = d_c.embed(s)
+        loss = loss + critic_loss(d_c.score(e, z), d_c.score(e, negative_z(z, c_form)))
+    return loss

@@ -1,0 +1,232 @@
+"""The trainer: any model of the SequentialVAE protocol under any Regularizer.
+
+Each step: one Adam step of the VAE on -J (cmisweep.regularizer.objective), then `critic_steps`
+Adam steps of the critics with Eq. 12 on the same batch's (detached) encodings, each with fresh
+negatives (the paper alternates 2 critic steps per VAE step, critic lr 10x the VAE lr).
+After every epoch: the validation pass, the best epoch by validation score kept (the paper reports
+test values there), and an optional checkpoint that holds everything needed to continue exactly as
+an uninterrupted run would: model, critics, optimizers, RNG states, epoch, history, best state.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import os
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn as nn
+
+from cmisweep import regularizer as R
+from cmisweep.config import TrainConfig
+from cmisweep.errors import TrainingDiverged
+
+CHECKPOINT_FORMAT = 1
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("train.device is cuda but no CUDA device is available")
+    return torch.device(name)
+
+
+def autocast(device: torch.device, precision: str):
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def batches(x: torch.Tensor, size: int):
+    for i in range(0, len(x), size):
+        yield x[i: i + size]
+
+
+class Trainer:
+    def __init__(
+        self,
+        model: nn.Module,
+        reg: R.Regularizer,
+        critics: nn.ModuleDict,
+        train_x: torch.Tensor,
+        val_x: torch.Tensor,
+        cfg: TrainConfig,
+        *,
+        critic_lr: float,
+        seed: int = 0,
+        device: torch.device | str = "cpu",
+    ):
+        self.device = torch.device(device)
+        self.model, self.critics, self.reg, self.cfg = model.to(self.device), critics.to(self.device), reg, cfg
+        self.train_x, self.val_x = train_x.to(self.device), val_x.to(self.device)
+        torch.manual_seed(seed)  # z and negative noise
+        self.data_rng = torch.Generator().manual_seed(seed)  # batch order
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
+        self.critic_opt = torch.optim.Adam(self.critics.parameters(), lr=critic_lr) if len(self.critics) else None
+        self.epoch = 0
+        self.history: list[dict] = []
+        self.best: dict | None = None
+
+    # --- one epoch -------------------------------------------------------------------------------
+
+    @property
+    def steps_per_epoch(self) -> int:
+        n = len(self.train_x) // self.cfg.batch_size
+        return min(n, self.cfg.steps_per_epoch) if self.cfg.steps_per_epoch else n
+
+    def train_epoch(self) -> dict:
+        self.model.train()
+        self.critics.train()
+        epoch = self.epoch + 1
+        perm = torch.randperm(len(self.train_x), generator=self.data_rng).to(self.device)
+        bs, n_steps = self.cfg.batch_size, self.steps_per_epoch
+        sums: dict[str, torch.Tensor] = {}
+        pending: list[torch.Tensor] = []  # per-step losses not yet checked for finiteness
+        for step in range(1, n_steps + 1):
+            x = self.train_x[perm[(step - 1) * bs: step * bs]]
+            parts, closs = self.train_step(x)
+            pending.append(parts.loss.detach().reshape(1) if closs is None else torch.stack([parts.loss.detach(), closs]))
+            for k, v in (("loss", parts.loss), ("recon", parts.recon), ("kl_z", parts.kl_z), ("kl_s", parts.kl_s),
+                         ("m_hat", parts.m_hat), ("c_hat", parts.c_hat), ("critic_loss", closs)):
+                if v is not None:
+                    sums[k] = sums.get(k, 0.0) + v.detach().float()
+            if step % self.cfg.check_every == 0 or step == n_steps:
+                self._check_finite(pending, epoch, step - len(pending) + 1)
+                pending = []
+        return {f"train/{k}": float(v) / n_steps for k, v in sums.items()}
+
+    def train_step(self, x: torch.Tensor) -> tuple[R.ObjectiveParts, torch.Tensor | None]:
+        amp = autocast(self.device, self.cfg.precision)
+        self.critics.requires_grad_(False)  # the VAE step moves the VAE alone
+        with amp:
+            terms = self.model.elbo_terms(x)
+            m_logits, c_logits = R.critic_logits(self.critics, terms.z, terms.s)
+            parts = R.objective(self.reg, terms.recon, terms.kl_z, terms.kl_s, m_logits, c_logits)
+        self.opt.zero_grad(set_to_none=True)
+        parts.loss.backward()
+        self.opt.step()
+        self.critics.requires_grad_(True)
+        closs = None
+        if self.critic_opt is not None:
+            z, s = terms.z.detach(), terms.s.detach()
+            for _ in range(self.reg.critic_steps):
+                with amp:
+                    closs = R.critic_batch_loss(self.critics, z, s, self.reg.c_form)
+                self.critic_opt.zero_grad(set_to_none=True)
+                closs.backward()
+                self.critic_opt.step()
+            closs = closs.detach()
+        return parts, closs
+
+    def _check_finite(self, pending: list[torch.Tensor], epoch: int, first_step: int) -> None:
+        if not pending:
+            return
+        losses = torch.stack([p[0] for p in pending])
+        finite = torch.stack([torch.isfinite(p).all() for p in pending])
+        if not bool(finite.all()):
+            i = int((~finite).nonzero()[0])
+            raise TrainingDiverged(epoch, first_step + i, float(losses[i]))
+
+    @torch.no_grad()
+    def validate(self, x: torch.Tensor | None = None) -> dict:
+        """Means over the validation set of the ELBO's terms, M, C, the objective J and the ELBO."""
+        self.model.eval()
+        self.critics.eval()
+        x = self.val_x if x is None else x
+        sums: dict[str, float] = {}
+        for xb in batches(x, self.cfg.eval_batch_size):
+            with autocast(self.device, self.cfg.precision):
+                terms = self.model.elbo_terms(xb)
+                m_logits, c_logits = R.critic_logits(self.critics, terms.z, terms.s)
+                parts = R.objective(self.reg, terms.recon, terms.kl_z, terms.kl_s, m_logits, c_logits)
+            for k in ("recon", "kl_z", "kl_s", "m_hat", "c_hat", "loss"):
+                v = getattr(parts, k)
+                if v is not None:
+                    sums[k] = sums.get(k, 0.0) + float(v) * len(xb)
+        out = {k: v / len(x) for k, v in sums.items()}
+        out["objective"] = -out.pop("loss")
+        out["elbo"] = -(out["recon"] + out["kl_z"] + out["kl_s"])
+        return out
+
+    def run_epoch(self) -> dict:
+        t0 = time.perf_counter()
+        metrics = self.train_epoch()
+        metrics["time/train_s"] = time.perf_counter() - t0
+        val = self.validate()
+        if not all(math.isfinite(v) for v in val.values()):
+            raise TrainingDiverged(self.epoch + 1, self.steps_per_epoch)
+        metrics.update({f"val/{k}": v for k, v in val.items()})
+        metrics["time/epoch_s"] = time.perf_counter() - t0
+        self.epoch += 1
+        metrics["epoch"] = self.epoch
+        score = val[self.cfg.select_by]
+        if self.best is None or score > self.best["value"]:
+            self.best = {"epoch": self.epoch, "value": score, "model": _cpu_copy(self.model.state_dict()),
+                         "critics": _cpu_copy(self.critics.state_dict())}
+        metrics["best_epoch"] = self.best["epoch"]
+        self.history.append(metrics)
+        return metrics
+
+    def fit(self, epochs: int, on_epoch: Callable[[dict, "Trainer"], None] | None = None,
+            checkpoint: str | Path | None = None) -> list[dict]:
+        """Train until `epochs` epochs are done (counting epochs restored from a checkpoint)."""
+        while self.epoch < epochs:
+            metrics = self.run_epoch()
+            if checkpoint is not None:
+                self.save(checkpoint)
+            if on_epoch is not None:
+                on_epoch(metrics, self)
+        return self.history
+
+    def load_best(self) -> None:
+        """Put the weights of the best validation epoch back (the state the paper reports)."""
+        if self.best is not None:
+            self.model.load_state_dict(self.best["model"])
+            self.critics.load_state_dict(self.best["critics"])
+
+    # --- checkpoints ---------------------------------------------------------------------------
+
+    def state_dict(self) -> dict:
+        rng = {"torch": torch.get_rng_state(), "data": self.data_rng.get_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        return {
+            "format": CHECKPOINT_FORMAT, "epoch": self.epoch, "history": self.history, "best": self.best,
+            "model": self.model.state_dict(), "critics": self.critics.state_dict(),
+            "opt": self.opt.state_dict(),
+            "critic_opt": self.critic_opt.state_dict() if self.critic_opt is not None else None,
+            "rng": rng,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"checkpoint format {state.get('format')} is not {CHECKPOINT_FORMAT}")
+        self.model.load_state_dict(state["model"])
+        self.critics.load_state_dict(state["critics"])
+        self.opt.load_state_dict(state["opt"])
+        if self.critic_opt is not None:
+            self.critic_opt.load_state_dict(state["critic_opt"])
+        torch.set_rng_state(state["rng"]["torch"])
+        self.data_rng.set_state(state["rng"]["data"])
+        if "cuda" in state["rng"] and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
+        self.epoch, self.history, self.best = state["epoch"], list(state["history"]), state["best"]
+
+    def save(self, path: str | Path) -> None:
+        """Write atomically: a crash mid-write leaves the previous checkpoint intact."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save(self.state_dict(), tmp)
+        os.replace(tmp, path)
+
+    def restore(self, path: str | Path) -> None:
+        self.load_state_dict(torch.load(path, map_location=self.device, weights_only=True))
+
+
+def _cpu_copy(state: dict) -> dict:
+    return {k: v.detach().to("cpu", copy=True) for k, v in copy.copy(state).items()}

@@ -1,0 +1,98 @@
+"""One trial from a TrialConfig: build data, model, regularizer and critics, train, evaluate.
+
+Used alike by `cmisweep train` (one local trial) and by the sweep's Ray trainable.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from cmisweep.config import TrialConfig
+from cmisweep.data import load_dataset
+from cmisweep.models import build_model
+from cmisweep.models.critics import build_critics
+from cmisweep.training import Trainer, resolve_device
+
+
+@dataclass
+class TrialResult:
+    metrics: dict  # final metrics at the best validation epoch
+    history: list[dict]
+    artifacts: list[Path] = field(default_factory=list)
+
+
+def build_trainer(cfg: TrialConfig, data=None) -> tuple[Trainer, object]:
+    """(trainer, data) for a config; the same seed gives the same initial weights."""
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    device = resolve_device(cfg.train.device)
+    data = data if data is not None else load_dataset(cfg.data, device)
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.model)
+    reg = cfg.regularizer.build()
+    critics = build_critics(model.z_dim, model.critic_spec, reg.uses_m, reg.uses_c,
+                            cfg.regularizer.critic_head, cfg.regularizer.critic_width)
+    trainer = Trainer(model, reg, critics, data.train_x, data.val_x, cfg.train,
+                      critic_lr=cfg.critic_lr, seed=cfg.seed, device=device)
+    return trainer, data
+
+
+def flat_params(cfg: TrialConfig) -> dict:
+    """The config as flat dotted keys, plus the resolved weights of the objective."""
+    out: dict = {}
+
+    def walk(prefix: str, value):
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(f"{prefix}.{k}" if prefix else k, v)
+        else:
+            out[prefix] = value
+
+    walk("", cfg.model_dump())
+    reg = cfg.regularizer.build()
+    out.update({"objective.alpha": reg.alpha, "objective.gamma": reg.gamma, "objective.m_weight": reg.m_weight,
+                "objective.m_term": reg.m_term, "objective.uses_c": reg.uses_c, "objective.uses_m": reg.uses_m,
+                "objective.critic_lr": cfg.critic_lr})
+    return out
+
+
+def evaluate(trainer: Trainer, data, cfg: TrialConfig, out_dir: Path) -> tuple[dict, list[Path]]:
+    """Final metrics at the best epoch: ELBO terms on validation and test, then the data's suite."""
+    from cmisweep.metrics.images import evaluate_images
+
+    trainer.load_best()
+    torch.manual_seed(cfg.seed + 7)  # the evaluation is reproducible whatever happened in training
+    metrics: dict = {"best_epoch": trainer.best["epoch"] if trainer.best else 0}
+    for split, x in (("val", data.val_x), ("test", data.test_x)):
+        metrics.update({f"{split}/{k}": v for k, v in trainer.validate(x).items()})
+    artifacts: list[Path] = []
+    if cfg.evaluation.enabled:
+        m, artifacts = evaluate_images(trainer.model, data, cfg.evaluation, out_dir, cfg.seed)
+        metrics.update(m)
+    return metrics, artifacts
+
+
+def run_trial(
+    cfg: TrialConfig,
+    out_dir: str | Path,
+    on_epoch: Callable[[dict, Trainer], None] | None = None,
+    resume_from: str | Path | None = None,
+    checkpoint: str | Path | None = None,
+) -> TrialResult:
+    """Train (continuing from `resume_from` if given) and evaluate; writes metrics.json in out_dir."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    trainer, data = build_trainer(cfg)
+    if resume_from is not None:
+        trainer.restore(resume_from)
+    trainer.fit(cfg.train.epochs, on_epoch=on_epoch, checkpoint=checkpoint)
+    t0 = time.perf_counter()
+    metrics, artifacts = evaluate(trainer, data, cfg, out_dir)
+    metrics["time/eval_s"] = time.perf_counter() - t0
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+    return TrialResult(metrics, trainer.history, artifacts)

@@ -1,0 +1,52 @@
+"""Small builders shared by tests: IDX files, tiny configs, synthetic binary images."""
+from __future__ import annotations
+
+import gzip
+import struct
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    array = np.ascontiguousarray(array, dtype=np.uint8)
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(struct.pack(">I", d) for d in array.shape)
+    return header + array.tobytes()
+
+
+def write_idx(path: Path, array: np.ndarray) -> Path:
+    raw = idx_bytes(array)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.name.endswith(".gz"):
+        with gzip.open(path, "wb") as f:
+            f.write(raw)
+    else:
+        path.write_bytes(raw)
+    return path
+
+
+def synthetic_images(n: int, seed: int = 0, classes: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
+    """Binary 28x28 images whose class sets a bar's position: a global feature plus pixel noise."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(classes, (n,), generator=g)
+    x = (torch.rand(n, 1, 28, 28, generator=g) < 0.05).to(torch.uint8)
+    for i in range(n):
+        r = 2 + int(y[i]) * 2
+        x[i, 0, r: r + 3, 4:24] = 1
+    return x, y
+
+
+def tiny_trial(**over) -> dict:
+    """A trial config small enough for a unit test (real data subset)."""
+    cfg = {
+        "data": {"dataset": "fashion-mnist", "train_size": 300, "val_size": 200, "test_size": 300},
+        "model": {"kind": "pixelcnn_vae", "layers": 6, "maps": 8, "z_dim": 8, "encoder_channels": 16},
+        "regularizer": {"preset": "cmi", "gamma": 0.3, "critic_width": 16},
+        "train": {"epochs": 1, "batch_size": 50, "lr": 1e-3, "steps_per_epoch": 3},
+        "evaluation": {"ihat": {"seeds": 3, "steps": 5, "n_train": 100, "n_eval": 100, "width": 16},
+                       "probe_per_class": 10, "mcas_real_per_class": 1, "mcas_samples": 2},
+    }
+    for key, value in over.items():
+        cfg[key] = {**cfg.get(key, {}), **value} if isinstance(value, dict) else value
+    return cfg

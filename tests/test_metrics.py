@@ -1,0 +1,74 @@
+import json
+import subprocess
+import sys
+
+import matplotlib.image as mpimg
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from cmisweep.metrics.probes import balanced_indices, fit_score
+from cmisweep.metrics.samples import grid_array, save_grid
+from helpers import tiny_trial
+
+
+def test_balanced_indices():
+    y = torch.arange(10).repeat(50)
+    idx = balanced_indices(y, 7, seed=0)
+    assert len(idx) == 70 and torch.equal(torch.bincount(y[idx]), torch.full((10,), 7))
+    assert torch.equal(idx, balanced_indices(y, 7, seed=0)) and not torch.equal(idx, balanced_indices(y, 7, seed=1))
+
+
+def test_probes_separate_informative_from_uninformative_features():
+    rng = np.random.default_rng(0)
+    y, yt = rng.integers(0, 10, 1000), rng.integers(0, 10, 2000)
+    centers = rng.normal(size=(10, 8)) * 3
+    good = fit_score(centers[y] + rng.normal(size=(1000, 8)), y, centers[yt] + rng.normal(size=(2000, 8)), yt)
+    noise = fit_score(rng.normal(size=(1000, 8)), y, rng.normal(size=(2000, 8)), yt)
+    assert good["lr"] > 0.9 and good["svm"] > 0.9
+    assert noise["lr"] < 0.2 and noise["svm"] < 0.2
+
+
+def test_sample_grid_layout(tmp_path):
+    real = torch.zeros(3, 1, 28, 28)
+    samples = torch.ones(30, 1, 28, 28)
+    a = grid_array(real, samples)
+    assert a.shape == (3 * 30 + 2, 11 * 30 + 2 + 6)
+    assert a[2:30, 2:30].max() == 0 and a[2:30, -30:-2].min() == 1  # real first, samples after
+    img = mpimg.imread(save_grid(real, samples, tmp_path / "g.png"))
+    assert img.shape[:2] == a.shape
+
+
+def _write(tmp_path, cfg):
+    p = tmp_path / "trial.yaml"
+    p.write_text(yaml.safe_dump(cfg))
+    return p
+
+
+def test_cmisweep_train_end_to_end(fmnist_dir, tmp_path):
+    """`cmisweep train` on real Fashion-MNIST (a subset): progress per epoch, final metrics JSON."""
+    cfg = tiny_trial(train={"epochs": 2})
+    out = tmp_path / "out"
+    r = subprocess.run([sys.executable, "-m", "cmisweep", "train", str(_write(tmp_path, cfg)), "--out", str(out)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "epoch 1/2" in r.stderr and "epoch 2/2" in r.stderr
+    m = json.loads(r.stdout)
+    for k in ("val/elbo", "test/elbo", "test/kl_z", "ihat_paper", "ihat_paper_std", "ihat_exact",
+              "aolr", "aosvm", "mcas", "mcas_svm", "mcas_real", "mcas_real_svm", "best_epoch"):
+        assert k in m, k
+    assert m["test/elbo"] == pytest.approx(-(m["test/recon"] + m["test/kl_z"]), rel=1e-6)
+    assert 0.0 <= m["aolr"] <= 1.0 and m["best_epoch"] in (1, 2)
+    assert [m[f"ihat_paper_seed{i}"] for i in range(3)]  # three critic seeds
+    assert (out / "samples.png").is_file() and (out / "checkpoint.pt").is_file()
+    assert json.loads((out / "metrics.json").read_text()) == m
+
+
+def test_cmisweep_train_bad_config_exits_2(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text("train:\n  epochs: -1\n")
+    r = subprocess.run([sys.executable, "-m", "cmisweep", "train", str(p)], capture_output=True, text=True)
+    assert r.returncode == 2
+    assert r.stderr.strip() == f"error: {p}: train.epochs: expected a value greater than 0, got -1"
+    assert "Traceback" not in r.stderr
