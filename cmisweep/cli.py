@@ -23,9 +23,10 @@ def cmd_train(args) -> int:
     from cmisweep.trial import run_trial
 
     raw = configio.read_yaml(args.config)
+    overrides = list(args.set or [])
     if args.epochs is not None:
-        raw = {**raw, "train": {**(raw.get("train") or {}), "epochs": args.epochs}}
-    cfg = configio.validate(TrialConfig, raw, args.config)
+        overrides.append(f"train.epochs={args.epochs}")
+    cfg = configio.validate(TrialConfig, configio.apply_overrides(raw, overrides, args.config), args.config)
     out = Path(args.out) if args.out else Path("results") / "train" / cfg.name
     ckpt = out / "checkpoint.pt"
     resume = ckpt if args.resume and ckpt.exists() else None
@@ -59,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("config", help="a trial config YAML (see search_spaces/ and README)")
     t.add_argument("--out", help="output directory (default results/train/<name>)")
     t.add_argument("--epochs", type=int, help="override train.epochs")
+    t.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a key, e.g. --set regularizer.preset=beta (repeatable; VALUE is YAML)")
     t.add_argument("--resume", action="store_true", help="continue from the checkpoint in the output directory")
     t.set_defaults(func=cmd_train)
 

@@ -79,7 +79,7 @@ class RegularizerConfig(Strict):
 
 
 class TrainConfig(Strict):
-    epochs: PosInt = 300
+    epochs: Annotated[int, Field(ge=0)] = 300  # 0: evaluate the untrained network (a baseline)
     batch_size: PosInt = 50
     lr: PosFloat = 1e-4
     precision: Literal["fp32", "bf16"] = "fp32"

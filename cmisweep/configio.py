@@ -173,6 +173,34 @@ def _join(keys: list[str]) -> str | None:
     return ".".join(keys).replace(".[", "[") or None
 
 
+def apply_overrides(data: dict, overrides: list[str], file: str | Path | None = None) -> dict:
+    """Apply KEY=VALUE overrides (dotted keys, YAML values) to a nested mapping, returning a copy."""
+    out = _deep_copy(data)
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(file, item, "an override must look like key.path=value")
+        try:
+            value = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - SafeLoader subclass
+        except yaml.YAMLError:
+            raise ConfigError(file, key, f"override value {text!r} is not valid YAML") from None
+        node = out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(file, key, f"{part} is not a mapping")
+            node = child
+        node[parts[-1]] = value
+    return out
+
+
+def _deep_copy(d):
+    return {k: _deep_copy(v) for k, v in d.items()} if isinstance(d, dict) else d
+
+
 def validate(model: type[M], data: dict, file: str | Path | None) -> M:
     """Validate a mapping against a pydantic model; a failure is a ConfigError naming file and key."""
     try:

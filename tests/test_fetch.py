@@ -79,7 +79,7 @@ def test_debian_package_unpacks_without_root(fmnist_dir, tmp_path):
     (pkg / "DEBIAN").mkdir()
     (pkg / "DEBIAN/control").write_text(
         "Package: dataset-fashion-mnist\nVersion: 1\nArchitecture: all\nMaintainer: t <t@t>\nDescription: t\n")
-    subprocess.run(["dpkg-deb", "--build", str(pkg), str(tmp_path / "f.deb")], check=True, capture_output=True)
+    subprocess.run(["dpkg-deb", "-Znone", "--build", str(pkg), str(tmp_path / "f.deb")], check=True, capture_output=True)
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     F.unpack_deb(tmp_path / "f.deb", F.DEBIAN_PACKAGE["fashion-mnist"][1], scratch)

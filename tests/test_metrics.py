@@ -70,5 +70,5 @@ def test_cmisweep_train_bad_config_exits_2(tmp_path):
     p.write_text("train:\n  epochs: -1\n")
     r = subprocess.run([sys.executable, "-m", "cmisweep", "train", str(p)], capture_output=True, text=True)
     assert r.returncode == 2
-    assert r.stderr.strip() == f"error: {p}: train.epochs: expected a value greater than 0, got -1"
+    assert r.stderr.strip() == f"error: {p}: train.epochs: expected a value greater than or equal to 0, got -1"
     assert "Traceback" not in r.stderr

@@ -95,3 +95,17 @@ def test_generate_samples_each_pixel_from_its_conditional():
     assert torch.equal(x, expected)
     assert torch.equal(m.generate(z, 3, noise=u), x)  # same noise, same images
     assert not torch.equal(m.generate(z, 3), x)
+
+
+@pytest.mark.parametrize("kw", [dict(layers=7), dict(layers=4, s_layer=2, kernel_sizes=[3, 5, 7, 3]),
+                                dict(layers=13, maps=16)])
+def test_cached_sampler_equals_naive_full_passes(kw):
+    m = small(**kw)
+    with torch.no_grad():
+        for layer in m.layers:  # non-zero biases: a sampler that drops them would show
+            layer.bias.normal_(0, 0.2)
+    z = torch.randn(3, 4)
+    u = torch.rand(6, 1, 28, 28)
+    fast = m.generate(z, 2, noise=u)
+    assert torch.equal(fast, m.generate_naive(z, 2, noise=u))
+    assert 0.05 < float(fast.mean()) < 0.95

@@ -99,13 +99,24 @@ class PixelCNNVAE(nn.Module):
         return h
 
     @torch.no_grad()
-    def generate(self, z: torch.Tensor, n: int = 1, noise: torch.Tensor | None = None) -> torch.Tensor:
-        """n binary images per z by ancestral sampling, pixel by pixel in raster order.
+    def generate(self, z: torch.Tensor, n: int = 1, noise: torch.Tensor | None = None,
+                 dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """n binary images per z by ancestral sampling in raster order, with cached activations
+        (cmisweep.models.sampling): one position per layer per step instead of a full pass.
 
-        noise: uniform (len(z) * n, 1, H, W); pixel = 1 where noise < p(pixel = 1). Given the same
-        noise every sampler here produces the same images. Each step runs the network on the rows
-        up to the current one only (a pixel's logit never depends on the rows below it).
+        noise: uniform (len(z) * n, 1, H, W); pixel = 1 where noise < p(pixel = 1 | pixels before).
+        The same noise gives the same images as generate_naive.
         """
+        from cmisweep.models.sampling import cached_generate
+
+        z = z.repeat_interleave(n, dim=0)
+        if noise is None:
+            noise = torch.rand(z.shape[0], 1, self.image_size, self.image_size, device=z.device)
+        return cached_generate(self, z, noise, dtype)
+
+    @torch.no_grad()
+    def generate_naive(self, z: torch.Tensor, n: int = 1, noise: torch.Tensor | None = None) -> torch.Tensor:
+        """The reference sampler: one full decoder pass per pixel (784 passes)."""
         z = z.repeat_interleave(n, dim=0)
         side = self.image_size
         if noise is None:
@@ -113,11 +124,9 @@ class PixelCNNVAE(nn.Module):
         conds = self.conditions(z)
         x = torch.zeros(z.shape[0], 1, side, side, device=z.device)
         for r in range(side):
-            crop = [c[:, :, : r + 1] if c is not None else None for c in conds]
             for col in range(side):
-                logits, _ = self.decode(x[:, :, : r + 1], crop)
-                p = torch.sigmoid(logits[:, :, r, col].float())
-                x[:, :, r, col] = (noise[:, :, r, col] < p).float()
+                logits, _ = self.decode(x, conds)
+                x[:, :, r, col] = (noise[:, :, r, col] < torch.sigmoid(logits[:, :, r, col].float())).float()
         return x
 
     # --- the decoder ---------------------------------------------------------------------------
