@@ -46,9 +46,50 @@ def cmd_train(args) -> int:
 
 def cmd_data_fetch(args) -> int:
     from cmisweep.data.fetch import fetch
+    from cmisweep.data.images import locate
 
     for name in args.datasets:
+        if args.if_missing:
+            try:
+                print(f"{name}: found at {locate(name)}", flush=True)
+                continue
+            except CmisweepError:
+                pass
         print(f"{name}: {fetch(name, args.dest)}", flush=True)
+    return 0
+
+
+def cmd_run(args) -> int:
+    from cmisweep.sweep import runner
+
+    if args.dry_run:
+        from cmisweep.sweep.plan import plan
+        from cmisweep.sweep.space import load_space
+
+        print(plan(load_space(args.space, args.set or []), measure=not args.no_measure))
+        return 0
+    return runner.run(args.space, resume=args.resume, address=args.address, tracking_uri=args.tracking_uri,
+                      results_root=args.results, dashboard=args.dashboard, verbose=not args.quiet,
+                      overrides=args.set or [], storage=args.storage)
+
+
+def cmd_report(args) -> int:
+    from cmisweep.sweep.runner import report
+
+    return report(args.sweep, results_root=args.results)
+
+
+def cmd_ui(args) -> int:
+    from cmisweep.sweep.ui import serve, tracking_uri_for
+
+    return serve(tracking_uri_for(args.sweep, Path(args.results), args.tracking_uri), args.host, args.port)
+
+
+def cmd_cluster_check(args) -> int:
+    from cmisweep.sweep.cluster import check
+
+    config = check(args.file)
+    print(f"{args.file}: valid Ray cluster config ({config['cluster_name']}, provider {config['provider']['type']})")
     return 0
 
 
@@ -65,11 +106,47 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true", help="continue from the checkpoint in the output directory")
     t.set_defaults(func=cmd_train)
 
+    r = sub.add_parser("run", help="run a sweep (Ray Tune + MLflow) from a search space")
+    r.add_argument("space", help="a search space YAML (search_spaces/*.yaml)")
+    r.add_argument("--resume", action="store_true", help="continue an interrupted sweep of the same name")
+    r.add_argument("--dry-run", action="store_true", help="print the plan and its cost here; start nothing")
+    r.add_argument("--no-measure", action="store_true", help="with --dry-run: skip the timing of training steps")
+    r.add_argument("--address", help="a Ray cluster to join (default: $RAY_ADDRESS, else a local Ray)")
+    r.add_argument("--tracking-uri", help="MLflow tracking URI (default: the space's, else sqlite under results/)")
+    r.add_argument("--results", default="results", help="results root (default ./results)")
+    r.add_argument("--storage", help="storage for trial checkpoints shared by all nodes of a cluster "
+                                     "(e.g. s3://bucket/prefix; default: results/<name>/tune, or $CMISWEEP_STORAGE)")
+    r.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a key of the space (repeatable)")
+    r.add_argument("--dashboard", action="store_true", help="start the Ray dashboard (on 127.0.0.1)")
+    r.add_argument("--quiet", action="store_true", help="no per-epoch progress lines")
+    r.set_defaults(func=cmd_run)
+
+    rep = sub.add_parser("report", help="write a sweep's reports (parquet, plots, tables) again")
+    rep.add_argument("sweep", help="the sweep's name under results/, or its directory")
+    rep.add_argument("--results", default="results")
+    rep.set_defaults(func=cmd_report)
+
+    u = sub.add_parser("ui", help="start the MLflow UI for a sweep's tracking store")
+    u.add_argument("sweep", nargs="?", help="a sweep name (default: the shared store under results/)")
+    u.add_argument("--results", default="results")
+    u.add_argument("--tracking-uri")
+    u.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)")
+    u.add_argument("--port", type=int, default=5000)
+    u.set_defaults(func=cmd_ui)
+
+    c = sub.add_parser("cluster", help="Ray cluster configs")
+    csub = c.add_subparsers(dest="cluster_command", required=True)
+    cc = csub.add_parser("check", help="validate a cluster YAML against Ray's schema")
+    cc.add_argument("file")
+    cc.set_defaults(func=cmd_cluster_check)
+
     d = sub.add_parser("data", help="data sets")
     dsub = d.add_subparsers(dest="data_command", required=True)
     f = dsub.add_parser("fetch", help="download and verify MNIST / Fashion-MNIST")
     f.add_argument("datasets", nargs="+", choices=["mnist", "fashion-mnist"])
     f.add_argument("--dest", default="data", help="root directory (default ./data)")
+    f.add_argument("--if-missing", action="store_true",
+                   help="skip a data set already found ($CMISWEEP_DATA, ./data, Debian's dir)")
     f.set_defaults(func=cmd_data_fetch)
     return p
 

@@ -50,3 +50,29 @@ def tiny_trial(**over) -> dict:
     for key, value in over.items():
         cfg[key] = {**cfg.get(key, {}), **value} if isinstance(value, dict) else value
     return cfg
+
+
+def tiny_space(name: str = "tiny", **over) -> dict:
+    """A search space of tiny trials on real Fashion-MNIST: seconds per trial."""
+    trial = tiny_trial()
+    trial.pop("regularizer")
+    space = {
+        "name": name,
+        "trial": {**trial, "regularizer": {"critic_width": 16}},
+        "search": {"presets": ["beta", "cmi"], "gamma": [0.0, 0.3], "seeds": [0]},
+        "resources": {"cpu": 1},
+        "concurrency": 2,
+    }
+    for key, value in over.items():
+        space[key] = {**space.get(key, {}), **value} if isinstance(value, dict) and key != "trial" else value
+    return space
+
+
+def cli(*args, cwd=None, timeout=600, env=None):
+    """Run `python -m cmisweep ...` as a user would; returns the CompletedProcess."""
+    import os
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "cmisweep", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, timeout=timeout, env={**os.environ, **(env or {})})

@@ -1,0 +1,97 @@
+"""Pareto fronts of KL(z) against downstream scores, per regularizer (DESIGN.md section 5).
+
+Methods are compared at matched KL(z), not only at matched gamma: CMI also lowers KL(z) at a
+given gamma, and at small budgets much of its effect rides on that. A point is on the front when
+no other point of the same regularizer has KL(z) at most as large and a score at least as good
+(better in one of the two). Points are seed means at each (preset, gamma, alpha); the vanilla
+point (gamma = 0) belongs to every regularizer's curve.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+KL = "final/test/kl_z"
+# downstream scores: column -> (label, higher is better)
+SCORES = {
+    "final/aolr": ("AoLR", True),
+    "final/aosvm": ("AoSVM", True),
+    "final/mcas": ("mCAS", True),
+    "final/mcas_svm": ("mCAS(SVM)", True),
+    "final/eer_z": ("EER(z)", False),
+    "final/vc_mcas": ("VC-mCAS", True),
+}
+GROUP = ["preset", "gamma", "alpha"]
+
+
+def finished(trials: pd.DataFrame) -> pd.DataFrame:
+    if trials.empty or "status" not in trials:
+        return trials.iloc[0:0]
+    return trials[trials["status"] == "FINISHED"]
+
+
+def seed_means(trials: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """Mean, std and count over seeds of each point; vanilla copied into every other preset."""
+    t = finished(trials)
+    cols = [c for c in columns if c in t.columns]
+    if t.empty or not cols:
+        return pd.DataFrame(columns=GROUP + ["n_seeds"])
+    t = t.assign(alpha=t["alpha"].astype(float))
+    presets = sorted(set(t["preset"]) - {"vanilla"})
+    vanilla = t[t["preset"] == "vanilla"]
+    t = pd.concat([t[t["preset"] != "vanilla"]] + [vanilla.assign(preset=p) for p in presets] +
+                  ([vanilla] if not presets else []))
+    g = t.groupby(["preset", "gamma", t["alpha"].fillna(-1.0)], dropna=False)[cols]
+    out = g.mean().join(g.std().add_suffix("_std")).join(g.size().rename("n_seeds")).reset_index()
+    out["alpha"] = out["alpha"].where(out["alpha"] >= 0)
+    return out
+
+
+def pareto(kl: np.ndarray, score: np.ndarray, higher_better: bool) -> np.ndarray:
+    """Mask of the points on the front of (minimize KL, optimize score)."""
+    s = score if higher_better else -score
+    keep = np.zeros(len(kl), dtype=bool)
+    for i in range(len(kl)):
+        dominated = (kl <= kl[i]) & (s >= s[i]) & ((kl < kl[i]) | (s > s[i]))
+        keep[i] = np.isfinite(kl[i]) and np.isfinite(s[i]) and not dominated.any()
+    return keep
+
+
+def frontier(trials: pd.DataFrame) -> pd.DataFrame:
+    """Rows: one per front point: preset, score, gamma, alpha, kl_z, value, n_seeds."""
+    means = seed_means(trials, [KL, *SCORES])
+    rows = []
+    if KL not in means:
+        return pd.DataFrame(columns=["preset", "score", "gamma", "alpha", "kl_z", "value", "n_seeds"])
+    for col, (label, higher) in SCORES.items():
+        if col not in means:
+            continue
+        for preset, m in means.groupby("preset"):
+            m = m.dropna(subset=[KL, col])
+            mask = pareto(m[KL].to_numpy(), m[col].to_numpy(), higher)
+            for _, r in m[mask].sort_values(KL).iterrows():
+                rows.append({"preset": preset, "score": label, "gamma": r["gamma"], "alpha": r["alpha"],
+                             "kl_z": r[KL], "value": r[col], "n_seeds": int(r["n_seeds"])})
+    return pd.DataFrame(rows, columns=["preset", "score", "gamma", "alpha", "kl_z", "value", "n_seeds"])
+
+
+def at_matched_kl(front: pd.DataFrame, label: str, levels: int = 5) -> pd.DataFrame:
+    """Best score each preset reaches with KL(z) <= k, at KL levels spanning the overlap of the
+    presets' ranges (the front as a step function)."""
+    f = front[front["score"] == label]
+    if f.empty or f["preset"].nunique() < 2:
+        return pd.DataFrame()
+    higher = next(h for lab, h in SCORES.values() if lab == label)
+    lo = f.groupby("preset")["kl_z"].min().max()
+    hi = f.groupby("preset")["kl_z"].max().min()
+    if not np.isfinite(lo) or not np.isfinite(hi) or hi < lo:
+        return pd.DataFrame()
+    ks = np.linspace(lo, hi, levels) if hi > lo else np.array([lo])
+    table = {}
+    for preset, p in f.groupby("preset"):
+        vals = []
+        for k in ks:
+            ok = p[p["kl_z"] <= k + 1e-12]["value"]
+            vals.append((ok.max() if higher else ok.min()) if len(ok) else np.nan)
+        table[preset] = vals
+    return pd.DataFrame(table, index=pd.Index(np.round(ks, 3), name="KL(z) <="))

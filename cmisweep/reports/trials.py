@@ -1,0 +1,42 @@
+"""One row per trial from Ray Tune's experiment state: config, final metrics, status, error."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from cmisweep.sweep.search import point_from_config
+from cmisweep.sweep.space import point_name
+from cmisweep.sweep.trainable import ERROR, STATUS
+
+
+def collect_trials(exp_dir: str, space) -> pd.DataFrame:
+    from ray.tune import ExperimentAnalysis
+
+    from cmisweep.sweep.tracking import error_message
+
+    if "://" not in exp_dir:
+        if not Path(exp_dir).exists():
+            return pd.DataFrame(columns=["trial_id", "name", "status"])
+        exp_dir = str(Path(exp_dir).resolve())
+    analysis = ExperimentAnalysis(exp_dir)
+    rows = []
+    for trial in analysis.trials:
+        point = point_from_config(space, trial.config)
+        last = trial.last_result or {}
+        status = last.get(STATUS)
+        if trial.status == "ERROR":
+            status = "FAILED"
+        elif status is None:
+            status = {"TERMINATED": "STOPPED"}.get(trial.status, "UNFINISHED")
+        row = {
+            "trial_id": trial.trial_id, "name": point_name(point), "status": status,
+            "error": error_message(trial) if status == "FAILED" else None,
+            "preset": point["preset"], "gamma": point["gamma"], "alpha": point.get("alpha"),
+            "seed": point["seed"], "epochs_done": int(last.get("epoch", 0)),
+        }
+        row.update({f"params.{k}": v for k, v in point.get("params", {}).items()})
+        row.update({k: v for k, v in last.items() if k.startswith("final/")})
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    return frame.sort_values(["preset", "gamma", "seed", "name"], kind="stable").reset_index(drop=True)

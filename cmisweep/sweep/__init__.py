@@ -1,0 +1,1 @@
+"""The sweep service: search spaces, the Ray Tune trainable, MLflow tracking, the runner."""

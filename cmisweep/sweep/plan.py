@@ -1,0 +1,140 @@
+"""`cmisweep run SPACE --dry-run`: the trial plan and what it would cost on this machine.
+
+The cost is epochs x trials x steps per epoch x a step time measured here (a few real training
+steps of each regularizer's model, with the trial's threads), plus the per-epoch validation and
+the final evaluation, and the wall time at the space's concurrency. Nothing is started or written.
+"""
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+
+from cmisweep.sweep import search
+from cmisweep.sweep.space import SearchSpace, corner_points, grid_points, point_name, trial_config
+
+
+def measure_step(cfg, steps: int = 2) -> float:
+    """Median seconds of one training step (VAE + critic steps) of a trial config, on random data."""
+    from cmisweep.models import build_model
+    from cmisweep.models.critics import build_critics
+    from cmisweep.training import Trainer, resolve_device
+
+    torch.manual_seed(0)
+    model = build_model(cfg.model)
+    reg = cfg.regularizer.build()
+    critics = build_critics(model.z_dim, model.critic_spec, reg.uses_m, reg.uses_c, cfg.regularizer.critic_head,
+                            cfg.regularizer.critic_width)
+    bs = cfg.train.batch_size
+    x = (torch.rand(bs * (steps + 1), 1, 28, 28) < 0.3).to(torch.uint8)
+    trainer = Trainer(model, reg, critics, x, x[:bs], cfg.train, critic_lr=cfg.critic_lr,
+                      device=resolve_device(cfg.train.device))
+    times = []
+    for i in range(steps + 1):
+        t0 = time.perf_counter()
+        trainer.train_step(x[i * bs: (i + 1) * bs].to(trainer.device))
+        times.append(time.perf_counter() - t0)
+    return sorted(times[1:])[len(times[1:]) // 2]
+
+
+def measure_eval(cfg) -> float:
+    """Seconds of the final evaluation, extrapolated from a few timed pieces: I-hat critic steps
+    and the cached sampler on 100 images (it scales about linearly with the batch)."""
+    from cmisweep.metrics import mutual_info
+    from cmisweep.models import build_model
+    from cmisweep.models.critics import JointCritic
+
+    ev = cfg.evaluation
+    if not ev.enabled:
+        return 0.0
+    torch.manual_seed(0)
+    model = build_model(cfg.model).eval()
+    total = 0.0
+    if ev.ihat is not None:
+        ic = ev.ihat
+        x = (torch.rand(ic.batch_size * 3, 1, 28, 28) < 0.3).to(torch.uint8)
+        spec = model.critic_spec
+        head = spec.head if ic.head == "model" else ic.head
+        critics = {f: JointCritic(model.z_dim, spec.s_shape, head, ic.width) for f in ("paper", "exact")}
+        sampler = mutual_info.model_sampler(model, x, torch.Generator().manual_seed(0))
+        t0 = time.perf_counter()
+        mutual_info.fit_critics(critics, sampler, 3, ic.batch_size, ic.lr)
+        total += (time.perf_counter() - t0) / 3 * ic.steps * ic.seeds
+    if ev.mcas or ev.sample_grid:
+        t0 = time.perf_counter()
+        model.generate(torch.randn(100, model.z_dim))
+        n = 10 * ev.mcas_real_per_class * ev.mcas_samples
+        total += (time.perf_counter() - t0) * n / 100
+    return total
+
+
+def steps_per_epoch(cfg) -> int:
+    n = cfg.data.train_size or 48000
+    s = n // cfg.train.batch_size
+    return min(s, cfg.train.steps_per_epoch) if cfg.train.steps_per_epoch else s
+
+
+def plan(space: SearchSpace, measure: bool = True) -> str:
+    points = grid_points(space) if space.algorithm.kind == "grid" else corner_points(space)
+    n = search.n_trials(space)
+    lines = [f"sweep {space.name}: {n} trials ({space.algorithm.kind}"
+             + (f", {space.algorithm.num_samples} points x {len(space.search.seeds)} seeds" if space.algorithm.kind != "grid"
+                else "") + ")"]
+    if space.algorithm.kind == "grid":
+        lines += [f"  {point_name(p)}" for p in points[:50]]
+        if len(points) > 50:
+            lines.append(f"  ... and {len(points) - 50} more")
+    else:
+        lines.append("  sampled: " + ", ".join(f"{k} in [{r.low:g}, {r.high:g}]{' (log)' if r.log else ''}"
+                                              for k, r in space.search.ranges().items()))
+    if not measure:
+        return "\n".join(lines)
+    torch.set_num_threads(max(1, int(space.resources.cpu)))
+    step_by_preset: dict[str, float] = {}
+    by_critics: dict[tuple, float] = {}  # presets with the same critics cost the same
+    for p in points:
+        if p["preset"] not in step_by_preset:
+            cfg = trial_config(space, p)
+            reg = cfg.regularizer.build()
+            key = (reg.uses_m, reg.uses_c)
+            if key not in by_critics:
+                by_critics[key] = measure_step(cfg)
+            step_by_preset[p["preset"]] = by_critics[key]
+    eval_s = measure_eval(trial_config(space, points[0]))
+    total = 0.0
+    for p in (points if space.algorithm.kind == "grid" else points[:1] * n):
+        cfg = trial_config(space, p)
+        epoch = steps_per_epoch(cfg) * step_by_preset[p["preset"]]
+        # validation: a forward pass (about a third of a training step) over the validation set
+        val_n = cfg.data.val_size or 12000
+        epoch *= 1 + val_n / max(1, steps_per_epoch(cfg) * cfg.train.batch_size) / 3
+        total += cfg.train.epochs * epoch + eval_s
+    slots = max(1, min(space.concurrency or n, math.floor(_cpus() / space.resources.cpu)))
+    wall = total / slots
+    lines.append("measured step time here: " + ", ".join(f"{k} {v:.3f} s" for k, v in step_by_preset.items())
+                 + f" ({torch.get_num_threads()} threads); evaluation ~{_human(eval_s)} per trial")
+    lines.append(f"estimate on this machine: {_human(total)} of trial time, ~{_human(wall)} wall "
+                 f"with {slots} trial(s) at a time")
+    if wall > 24 * 3600:
+        lines.append(f"this space would take {wall / 86400:.1f} days here: run it on a GPU cluster "
+                     "(ray up cluster/gpu.yaml), or reduce epochs / train_size / the grid")
+    if space.resources.gpu > 0 and not torch.cuda.is_available():
+        lines.append(f"note: the space asks {space.resources.gpu:g} GPU per trial and this machine has none")
+    return "\n".join(lines)
+
+
+def _cpus() -> int:
+    import os
+
+    return os.cpu_count() or 1
+
+
+def _human(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 3 * 86400:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"

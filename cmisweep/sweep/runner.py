@@ -1,0 +1,229 @@
+"""`cmisweep run SPACE.yaml`: validate, start (or join) Ray, run the trials, track, report.
+
+Layout of results/<name>/:
+    space.yaml      the space as given (a resume reads this copy)
+    sweep.json      the sweep's id (it finds the MLflow parent run again) and tracking URI
+    tune/           Ray Tune's experiment state, trial checkpoints
+    trials.parquet, frontier.parquet, *.png, report.md   the reports (cmisweep.reports)
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import yaml
+
+from cmisweep.errors import CmisweepError, ConfigError
+from cmisweep.sweep.space import SearchSpace, load_space, point_name
+
+EXIT_OK, EXIT_FAILED_TRIALS, EXIT_INTERRUPTED = 0, 3, 130
+
+
+def sweep_dir_for(space: SearchSpace, results_root: Path, file: str | None) -> Path:
+    root = results_root.resolve()
+    d = (root / space.name).resolve()
+    if d.parent != root:  # the name check already refuses this; a second guard costs nothing
+        raise ConfigError(file, "name", f"sweep directory {d} would leave {root}")
+    return d
+
+
+def preflight(space: SearchSpace, file: str, address: str | None) -> None:
+    """Checks that need the machine, so a bad setup fails before anything is written or started:
+    the data are here, and a local run has the GPUs the space asks for."""
+    from cmisweep.data.images import IMAGE_DATASETS, locate
+
+    if space.trial.data.dataset in IMAGE_DATASETS:
+        locate(space.trial.data.dataset, space.trial.data.path)
+    if space.resources.gpu > 0 and not address:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError(file, "resources.gpu", f"{space.resources.gpu:g} GPU per trial, but this machine has no "
+                              "GPU: run on a GPU cluster (ray up cluster/gpu.yaml), or add --set resources.gpu=0")
+
+
+def run(path: str, *, resume: bool = False, address: str | None = None, tracking_uri: str | None = None,
+        results_root: str | Path = "results", dashboard: bool = False, verbose: bool = True,
+        overrides: list[str] | tuple = (), storage: str | None = None) -> int:
+    from cmisweep.sweep import tracking
+
+    results_root = Path(results_root)
+    space = load_space(path, overrides)
+    sweep_dir = sweep_dir_for(space, results_root, path)
+    state = sweep_dir / "sweep.json"
+    if resume:
+        if not state.exists():
+            raise ConfigError(path, "name", f"nothing to resume: {sweep_dir} holds no sweep (run without --resume)")
+        meta = json.loads(state.read_text())
+        space = load_space(sweep_dir / "space.yaml")  # the space the sweep started with
+        uri = tracking_uri or meta["tracking_uri"]
+    else:
+        if sweep_dir.exists() and any(sweep_dir.iterdir()):
+            raise ConfigError(path, "name", f"{sweep_dir} already holds a sweep: add --resume to continue it, "
+                                            "or give the space another name")
+        uri = (tracking_uri or space.tracking.uri or os.environ.get("CMISWEEP_TRACKING_URI")
+               or tracking.default_uri(results_root))
+        meta = {"sweep_id": uuid.uuid4().hex, "tracking_uri": uri, "name": space.name}
+    tracking.check_uri(uri, path if not tracking_uri else "--tracking-uri")
+    address = address or os.environ.get("RAY_ADDRESS")
+    preflight(space, path, address)
+    storage = meta.get("storage") or storage or os.environ.get("CMISWEEP_STORAGE")
+    meta["storage"] = storage
+
+    # nothing was written before this point: a bad input leaves no trace
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        _write_text(sweep_dir / "space.yaml", yaml.safe_dump(space.model_dump(mode="json"), sort_keys=False))
+        _write_json(state, meta)
+    return _execute(space, sweep_dir, meta, uri, resume=resume, address=address, dashboard=dashboard,
+                    verbose=verbose)
+
+
+def experiment_dir(sweep_dir: Path, meta: dict) -> str:
+    """Where Tune keeps the experiment: results/<name>/tune, or <storage>/<name>/tune on a
+    cluster (storage shared by all nodes, e.g. s3://bucket/prefix)."""
+    if meta.get("storage"):
+        return f"{meta['storage'].rstrip('/')}/{meta['name']}/tune"
+    return str(sweep_dir / "tune")
+
+
+def _execute(space, sweep_dir: Path, meta: dict, uri: str, *, resume: bool, address: str | None, dashboard: bool,
+             verbose: bool) -> int:
+    import ray
+    from ray import tune
+
+    from cmisweep.reports import write_reports
+    from cmisweep.sweep import search
+    from cmisweep.sweep.progress import Progress, summary_table
+    from cmisweep.sweep.tracking import Tracker
+    from cmisweep.sweep.trainable import make_trainable
+    from cmisweep.trial import flat_params
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # snapshot the experiment state after every result (results come once per epoch): a driver
+    # killed at any moment then loses at most the epoch in flight
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")
+
+    def params_of(config: dict) -> dict:
+        from cmisweep.sweep.space import trial_config
+
+        return flat_params(trial_config(space, search.point_from_config(space, config)))
+
+    def name_of(config: dict, trial_id: str) -> str:
+        name = point_name(search.point_from_config(space, config))
+        return name if "point" in config else f"{name}_{trial_id[-5:]}"
+
+    tracker = Tracker(uri, space.tracking.experiment or space.name, meta["sweep_id"], space.name,
+                      sweep_dir.parent / "mlartifacts" if uri.startswith("sqlite:") else None, params_of, name_of)
+    tracker.start()
+    total = search.n_trials(space)
+    progress = Progress(total, space.trial.train.epochs, name_of, verbose)
+    init = dict(address=address, include_dashboard=dashboard,
+                dashboard_host="127.0.0.1", log_to_driver=False, configure_logging=True, logging_level="WARNING")
+    if not init["address"]:
+        init["object_store_memory"] = 256 * 1024**2  # trials exchange small results, not tensors
+    ray.init(**{k: v for k, v in init.items() if v is not None})
+    trainable = tune.with_resources(make_trainable(space), {"cpu": space.resources.cpu, "gpu": space.resources.gpu})
+    storage_root = f"{meta['storage'].rstrip('/')}/{space.name}" if meta.get("storage") else str(sweep_dir)
+    exp_dir = experiment_dir(sweep_dir, meta)
+    t0 = time.time()
+    interrupted = False
+    try:
+        if resume and tune.Tuner.can_restore(exp_dir):
+            tuner = tune.Tuner.restore(exp_dir, trainable, resume_errored=True)
+            # Tune restores the callbacks pickled with the experiment; use this process's instead
+            # (the pickled ones would work too: they find their runs by tags in setup()).
+            local = getattr(tuner, "_local_tuner", None)
+            if local is not None and hasattr(local, "_run_config"):
+                local._run_config.callbacks = [tracker, progress]
+        else:
+            tuner = tune.Tuner(
+                trainable,
+                param_space=search.param_space(space),
+                tune_config=tune.TuneConfig(
+                    search_alg=search.search_algorithm(space), scheduler=search.scheduler(space),
+                    num_samples=search.num_samples(space), max_concurrent_trials=space.concurrency,
+                    trial_name_creator=lambda t: name_of(t.config, t.trial_id),
+                    trial_dirname_creator=lambda t: f"{name_of(t.config, t.trial_id)}_{t.trial_id}"),
+                run_config=tune.RunConfig(
+                    name="tune", storage_path=storage_root, callbacks=[tracker, progress], verbose=0,
+                    checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                    failure_config=tune.FailureConfig(max_failures=space.max_failures)),
+            )
+        grid = tuner.fit()
+        interrupted = _was_interrupted(grid)
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        ray.shutdown()
+    wall = time.time() - t0
+    frame = write_reports(sweep_dir, space, exp_dir)
+    tracker.log_parent_artifacts(sweep_dir / "reports")
+    failed = int((frame["status"] == "FAILED").sum()) if len(frame) else 0
+    if interrupted:
+        tracker.finish("KILLED", unfinished_status="KILLED")
+    else:
+        tracker.finish("FAILED" if failed else "FINISHED", unfinished_status="FAILED")
+    print(summary_table(frame), flush=True)
+    print(f"\nsweep {space.name}: {len(frame)} trials, {failed} failed, {wall / 60:.1f} min", flush=True)
+    print(f"reports: {sweep_dir / 'reports'}\ntracking: {uri} (open with: cmisweep ui {space.name})", flush=True)
+    if tracker.errors:
+        print(f"warning: {tracker.errors} MLflow logging calls failed; see the warnings above", file=sys.stderr)
+    if interrupted:
+        print(f"interrupted: continue with `cmisweep run {sweep_dir / 'space.yaml'} --resume`", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return EXIT_FAILED_TRIALS if failed else EXIT_OK
+
+
+def report(sweep: str, results_root: str | Path = "results") -> int:
+    """`cmisweep report`: rewrite the reports of a sweep from its Tune state; log them to its parent run."""
+    from cmisweep.reports import write_reports
+    from cmisweep.sweep.progress import summary_table
+    from cmisweep.sweep.tracking import Tracker
+
+    d = Path(sweep) if (Path(sweep) / "sweep.json").exists() else Path(results_root) / sweep
+    if not (d / "sweep.json").exists():
+        raise ConfigError(None, "SWEEP", f"no sweep at {d} (expected {d / 'sweep.json'})")
+    meta = json.loads((d / "sweep.json").read_text())
+    space = load_space(d / "space.yaml")
+    frame = write_reports(d, space, experiment_dir(d, meta))
+    print(summary_table(frame))
+    print(f"reports: {d / 'reports'}, {d / 'trials.parquet'}, {d / 'frontier.parquet'}")
+    tracker = Tracker(meta["tracking_uri"], space.tracking.experiment or space.name, meta["sweep_id"], space.name,
+                      None, None, None)
+    try:
+        tracker.start(mark_running=False)
+        tracker.log_parent_artifacts(d / "reports")
+    except Exception as e:  # noqa: BLE001 - the files are written; the store is a copy of them
+        print(f"warning: could not log the reports to MLflow ({e})", file=sys.stderr)
+    return 0
+
+
+def _was_interrupted(grid) -> bool:
+    """Tune stops on SIGINT and returns; unfinished trials then remain."""
+    try:
+        return any(r.metrics is None or r.metrics.get("cmisweep/status") is None and r.error is None
+                   for r in grid) and getattr(grid, "_experiment_analysis", None) is not None and any(
+            t.status in ("RUNNING", "PENDING", "PAUSED") for t in grid._experiment_analysis.trials)
+    except Exception:  # noqa: BLE001 - a best effort; the reports still say which trials finished
+        return False
+
+
+def _write_json(path: Path, data: dict) -> None:
+    _write_text(path, json.dumps(data, indent=2))
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+__all__ = ["run", "CmisweepError"]

@@ -1,0 +1,99 @@
+"""From a search space to Ray Tune's param_space, search algorithm and scheduler.
+
+grid:  one grid_search over explicit points (presets x gamma x alpha x params x seeds, the
+       vanilla duplicates at gamma = 0 removed).
+tpe:   Optuna's TPE on one objective; nsga2: Optuna's NSGA-II on two or more. Seeds replicate
+       every sampled point (`Replicates`) and the sampler is told the mean over the replicates.
+"""
+from __future__ import annotations
+
+import numpy as np
+from ray import tune
+from ray.tune.search import Searcher
+from ray.tune.search.repeater import TRIAL_INDEX, Repeater
+
+from cmisweep.sweep.space import Range, SearchSpace, grid_points
+
+
+class Replicates(Repeater):
+    """Ray's Repeater for one metric or several: each sampled config runs once per seed and the
+    searcher receives every metric's mean over the replicates."""
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, **kwargs) -> None:
+        group = self._trial_id_to_group[trial_id]
+        metrics = self.searcher.metric if isinstance(self.searcher.metric, list) else [self.searcher.metric]
+        group.report(trial_id, {m: float((result or {}).get(m, np.nan)) for m in metrics})
+        if group.finished_reporting():
+            means = {m: float(np.nanmean([s[m] for s in group.scores()])) if any(
+                np.isfinite(s[m]) for s in group.scores()) else float("nan") for m in metrics}
+            self.searcher.on_trial_complete(group.primary_trial_id, result=means, **kwargs)
+
+
+def _dist(v):
+    if isinstance(v, Range):
+        return tune.loguniform(v.low, v.high) if v.log else tune.uniform(v.low, v.high)
+    if isinstance(v, list):
+        return tune.choice(v) if len(v) > 1 else v[0]
+    return v
+
+
+def param_space(space: SearchSpace) -> dict:
+    if space.algorithm.kind == "grid":
+        return {"point": tune.grid_search(grid_points(space))}
+    s = space.search
+    out = {"preset": _dist(s.presets), "gamma": _dist(s.gamma)}
+    if s.alpha is not None:
+        out["alpha"] = _dist(s.alpha)
+    if s.params:
+        out["params"] = {k: _dist(v) for k, v in s.params.items()}
+    return out
+
+
+def point_from_config(space: SearchSpace, config: dict) -> dict:
+    """The point a trial runs, from the config Tune gave it (grid or sampled)."""
+    if "point" in config:
+        return dict(config["point"])
+    seeds = space.search.seeds
+    return {"preset": config["preset"], "gamma": float(config["gamma"]),
+            "alpha": None if config.get("alpha") is None else float(config["alpha"]),
+            "seed": seeds[int(config.get(TRIAL_INDEX, 0)) % len(seeds)], "params": dict(config.get("params") or {})}
+
+
+def search_algorithm(space: SearchSpace) -> Searcher | None:
+    algo = space.algorithm
+    if algo.kind == "grid":
+        return None
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if algo.kind == "tpe":
+        sampler = optuna.samplers.TPESampler(seed=algo.seed)
+    else:
+        sampler = optuna.samplers.NSGAIISampler(seed=algo.seed)
+    metrics = [o.metric for o in algo.objectives]
+    modes = [o.mode for o in algo.objectives]
+    searcher = OptunaSearch(metric=metrics if len(metrics) > 1 else metrics[0],
+                            mode=modes if len(modes) > 1 else modes[0], sampler=sampler)
+    return Replicates(searcher, repeat=len(space.search.seeds), set_index=True)
+
+
+def num_samples(space: SearchSpace) -> int:
+    """Tune's num_samples: 1 pass over the grid, or sampled points x seeds."""
+    if space.algorithm.kind == "grid":
+        return 1
+    return space.algorithm.num_samples * len(space.search.seeds)
+
+
+def scheduler(space: SearchSpace):
+    sc = space.scheduler
+    if sc is None:
+        return None
+    from ray.tune.schedulers import ASHAScheduler
+
+    return ASHAScheduler(time_attr="epoch", metric=sc.metric, mode=sc.mode, max_t=space.trial.train.epochs,
+                         grace_period=sc.grace_period, reduction_factor=sc.reduction_factor)
+
+
+def n_trials(space: SearchSpace) -> int:
+    return len(grid_points(space)) if space.algorithm.kind == "grid" else num_samples(space)

@@ -1,0 +1,265 @@
+"""Search spaces (search_spaces/*.yaml): what to sweep, how, with which resources and tracking.
+
+    name: fmnist                  # results/<name>/ and the MLflow experiment
+    trial: {...}                  # a TrialConfig: the fixed settings of every trial
+    search:
+      presets: [beta, advmi, cmi]
+      gamma: [0.0, 0.1, 0.2]      # a list is a grid; {low, high[, log]} a range to sample
+      alpha: {low: 0.0, high: 1.0}  # cmi only: alpha searched independently of gamma
+      seeds: [0, 1, 2]            # replicates of every point
+      params: {train.lr: [1.0e-4, 3.0e-4]}  # any other key of the trial config
+    algorithm: {kind: grid | tpe | nsga2, num_samples: 20, objectives: [{metric: final/aolr, mode: max}]}
+    scheduler: {kind: asha, metric: val/objective, mode: max, grace_period: 2}
+    resources: {cpu: 1, gpu: 0.25}
+    concurrency: 4
+    max_failures: 1
+    tracking: {uri: null}         # default: sqlite under results/
+
+Validated on load: every grid point (and the corners of every range) is built into a TrialConfig
+before anything starts, so a bad value is refused with the file and the key.
+"""
+from __future__ import annotations
+
+import itertools
+import re
+from pathlib import Path
+from typing import Annotated, Literal, Union
+
+from pydantic import Field, field_validator, model_validator
+
+from cmisweep import configio
+from cmisweep.config import PosInt, Strict, TrialConfig
+from cmisweep.errors import ConfigError
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+class Range(Strict):
+    """A continuous range to sample (Optuna algorithms): uniform, or log-uniform with log: true."""
+
+    low: float
+    high: float
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _check(self):
+        if not self.low < self.high:
+            raise ValueError(f"range needs low < high, got low = {self.low}, high = {self.high}")
+        if self.log and self.low <= 0:
+            raise ValueError(f"a log range needs low > 0, got {self.low}")
+        return self
+
+
+Values = Union[Annotated[list[Union[float, int, str, bool]], Field(min_length=1)], Range]
+
+
+class SearchDims(Strict):
+    presets: Annotated[list[Literal["vanilla", "beta", "advmi", "cmi"]], Field(min_length=1)] = ["cmi"]
+    gamma: Union[Annotated[list[Annotated[float, Field(ge=0)]], Field(min_length=1)], Range] = [0.0]
+    alpha: Union[Annotated[list[Annotated[float, Field(ge=0)]], Field(min_length=1)], Range, None] = None
+    seeds: Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)] = [0]
+    params: dict[str, Values] = {}
+
+    @field_validator("params")
+    @classmethod
+    def _no_reserved(cls, v: dict):
+        for key in v:
+            if key in ("seed", "name") or key.startswith("regularizer.preset") or key in (
+                    "regularizer.gamma", "regularizer.alpha"):
+                raise ValueError(f"params.{key}: set presets, gamma, alpha and seeds with their own keys")
+        return v
+
+    def ranges(self) -> dict[str, Range]:
+        out = {k: v for k, v in (("gamma", self.gamma), ("alpha", self.alpha)) if isinstance(v, Range)}
+        out.update({f"params.{k}": v for k, v in self.params.items() if isinstance(v, Range)})
+        return out
+
+
+class Objective(Strict):
+    metric: str
+    mode: Literal["min", "max"]
+
+
+class Algorithm(Strict):
+    kind: Literal["grid", "tpe", "nsga2"] = "grid"
+    num_samples: PosInt | None = None  # points to sample (tpe / nsga2); each runs once per seed
+    objectives: list[Objective] = []
+    seed: Annotated[int, Field(ge=0)] = 0  # the sampler's seed
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.kind == "grid":
+            if self.num_samples is not None:
+                raise ValueError("num_samples is for tpe / nsga2; a grid runs every point")
+            return self
+        if self.num_samples is None:
+            raise ValueError(f"algorithm {self.kind} needs num_samples")
+        want = "exactly one objective" if self.kind == "tpe" else "two or more objectives"
+        if (self.kind == "tpe") != (len(self.objectives) == 1) or not self.objectives:
+            raise ValueError(f"algorithm {self.kind} needs {want}, got {len(self.objectives)}")
+        return self
+
+
+class Scheduler(Strict):
+    kind: Literal["asha"] = "asha"
+    metric: str = "val/objective"
+    mode: Literal["min", "max"] = "max"
+    grace_period: PosInt = 1
+    reduction_factor: Annotated[float, Field(gt=1)] = 3.0
+
+
+class Resources(Strict):
+    cpu: Annotated[float, Field(gt=0)] = 1.0
+    gpu: Annotated[float, Field(ge=0)] = 0.0
+
+    @field_validator("gpu")
+    @classmethod
+    def _fraction_or_whole(cls, v: float):
+        if v > 1 and v != int(v):
+            raise ValueError(f"gpu must be a fraction <= 1 or a whole number, got {v}")
+        return v
+
+
+class Tracking(Strict):
+    uri: str | None = None  # default: sqlite:///<results>/mlflow.db
+    experiment: str | None = None  # default: the sweep's name
+
+
+class SearchSpace(Strict):
+    name: str
+    description: str = ""
+    trial: TrialConfig = TrialConfig()
+    search: SearchDims = SearchDims()
+    algorithm: Algorithm = Algorithm()
+    scheduler: Scheduler | None = None
+    resources: Resources = Resources()
+    concurrency: PosInt | None = None
+    max_failures: Annotated[int, Field(ge=0)] = 1
+    tracking: Tracking = Tracking()
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, v: str):
+        if not NAME_RE.match(v) or v in (".", ".."):
+            raise ValueError(
+                f"name {v!r} must be letters, digits, '.', '_' or '-' (it names a directory under results/)")
+        return v
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.algorithm.kind == "grid" and self.search.ranges():
+            raise ValueError(f"search: ranges {sorted(self.search.ranges())} need algorithm tpe or nsga2 "
+                             "(a grid takes lists)")
+        if self.search.alpha is not None and self.search.presets != ["cmi"]:
+            raise ValueError("search.alpha (independent of gamma) is for presets: [cmi] only")
+        return self
+
+
+def point_overrides(point: dict) -> dict:
+    """A point {preset, gamma, alpha, seed, params} as nested overrides of the trial config."""
+    out: dict = {"seed": point["seed"], "regularizer": {"preset": point["preset"], "gamma": point["gamma"]}}
+    if point.get("alpha") is not None:
+        out["regularizer"]["alpha"] = point["alpha"]
+    out["name"] = point_name(point)
+    for key, value in point.get("params", {}).items():
+        node = out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return out
+
+
+def point_name(point: dict) -> str:
+    name = f"{point['preset']}_g{point['gamma']:g}"
+    if point.get("alpha") is not None:
+        name += f"_a{point['alpha']:g}"
+    for key, value in sorted(point.get("params", {}).items()):
+        name += f"_{key.rsplit('.', 1)[-1]}{value:g}" if isinstance(value, float) else f"_{key.rsplit('.', 1)[-1]}{value}"
+    return name + f"_s{point['seed']}"
+
+
+def merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def trial_config(space: SearchSpace, point: dict) -> TrialConfig:
+    """The full, validated config of one trial."""
+    return TrialConfig.model_validate(merge(space.trial.model_dump(), point_overrides(point)))
+
+
+def grid_points(space: SearchSpace) -> list[dict]:
+    """Every point of a grid, in a stable order. At alpha = gamma = 0 every preset is the
+    vanilla ELBO (no critic is trained), so those points run once, as preset vanilla."""
+    s = space.search
+    params = list(s.params.items())
+    combos = list(itertools.product(*[v for _, v in params])) if params else [()]
+    seen, out = set(), []
+    alphas = s.alpha if isinstance(s.alpha, list) else [None]
+    for preset, gamma, alpha, combo, seed in itertools.product(s.presets, s.gamma, alphas, combos, s.seeds):
+        eff_alpha = gamma if alpha is None else alpha
+        if preset == "vanilla" or (gamma == 0 and (preset != "cmi" or eff_alpha == 0)):
+            preset, gamma, alpha = "vanilla", 0.0, None
+        point = {"preset": preset, "gamma": float(gamma), "alpha": None if alpha is None else float(alpha),
+                 "seed": seed, "params": {k: v for (k, _), v in zip(params, combo)}}
+        key = repr(sorted((k, repr(v)) for k, v in point.items()))
+        if key not in seen:
+            seen.add(key)
+            out.append(point)
+    return out
+
+
+def corner_points(space: SearchSpace) -> list[dict]:
+    """For sampled spaces: the corners of every range with each preset, to validate before starting."""
+    s = space.search
+
+    def values(v):
+        if isinstance(v, Range):
+            return [v.low, v.high]
+        return v if v is not None else [None]
+
+    params = {k: values(v) for k, v in s.params.items()}
+    out = []
+    for preset, gamma, alpha in itertools.product(s.presets, values(s.gamma), values(s.alpha)):
+        for combo in itertools.product(*params.values()) if params else [()]:
+            out.append({"preset": preset, "gamma": float(gamma), "alpha": alpha, "seed": s.seeds[0],
+                        "params": dict(zip(params, combo))})
+    return out
+
+
+def load_space(path: str | Path, overrides: list[str] | tuple = ()) -> SearchSpace:
+    """Load and validate a search space (with KEY=VALUE overrides), including every trial it
+    implies (or the corners of its ranges). Any problem is a ConfigError naming the file and the
+    key; nothing is started."""
+    raw = configio.apply_overrides(configio.read_yaml(path), list(overrides), path)
+    space = configio.validate(SearchSpace, raw, path)
+    points = grid_points(space) if space.algorithm.kind == "grid" else corner_points(space)
+    for point in points:
+        try:
+            trial_config(space, point)
+        except Exception as e:  # noqa: BLE001 - reworded below
+            import pydantic
+
+            if isinstance(e, pydantic.ValidationError):
+                key, expected = configio.format_validation_error(e, TrialConfig)
+                where = _dimension_of(key, point)
+                raise ConfigError(path, where, f"{expected} (in trial {point_name(point)})") from None
+            raise
+    return space
+
+
+def _dimension_of(key: str | None, point: dict) -> str:
+    """The search-space key a failing trial key comes from."""
+    if key is None:
+        return "search"
+    if key.startswith("regularizer") and key in ("regularizer", "regularizer.gamma", "regularizer.alpha",
+                                                 "regularizer.preset"):
+        return "search.gamma" if point.get("alpha") is None else "search.alpha"
+    for p in point.get("params", {}):
+        if key == p or key.startswith(p + ".") or p.startswith(key):
+            return f"search.params.{p}"
+    return f"trial.{key}"
+

@@ -1,0 +1,244 @@
+"""MLflow tracking of a sweep: one parent run per sweep, one child run per trial.
+
+The tracker is a Tune callback in the driver, so one process writes to the store (no "database
+is locked" under sqlite however many trials run at once) and the trials' per-step path never
+touches MLflow. Runs are found again by tags, so a restored sweep reuses its parent and child runs
+instead of creating new ones (the trap of MLflowLoggerCallback) and metrics already logged for an
+epoch are not logged twice. A trial that Ray retries after a crash keeps its child run.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+from ray import tune
+
+from cmisweep.errors import ConfigError
+from cmisweep.sweep.trainable import ERROR, STATUS
+
+log = logging.getLogger(__name__)
+TAG_SWEEP = "cmisweep.sweep_id"
+TAG_ROLE = "cmisweep.role"
+TAG_TRIAL = "cmisweep.trial_id"
+TAG_FINAL = "cmisweep.final_logged"
+TAG_STATUS = "cmisweep.status"
+TAG_ERROR = "cmisweep.error"
+TUNE_KEYS = {"time_this_iter_s", "timestamp", "training_iteration", "pid", "time_total_s", "done",
+             "iterations_since_restore", "time_since_restore", "checkpoint_dir_name"}
+
+
+def default_uri(results_root: Path) -> str:
+    return f"sqlite:///{(results_root / 'mlflow.db').resolve()}"
+
+
+def check_uri(uri: str, file: str | None = None) -> None:
+    """Refuse a tracking URI that cannot work, before anything starts."""
+    if uri.startswith(("http://", "https://")):
+        try:
+            urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5).close()
+        except (urllib.error.URLError, OSError, ValueError) as e:
+            reason = getattr(e, "reason", e)
+            raise ConfigError(file, "tracking.uri", f"MLflow server {uri} is unreachable ({reason})") from None
+    elif uri.startswith("sqlite:///"):
+        parent = Path(uri[len("sqlite:///"):]).parent
+        probe = parent
+        while not probe.exists():
+            probe = probe.parent
+        if not probe.is_dir() or not _writable(probe):
+            raise ConfigError(file, "tracking.uri", f"cannot write the sqlite store under {parent}")
+    elif "://" not in uri and not uri.startswith(("databricks", "file:")):
+        raise ConfigError(file, "tracking.uri", f"expected sqlite:///path, http(s)://host:port or file:/path, got {uri!r}")
+
+
+def _writable(path: Path) -> bool:
+    try:
+        with tempfile.NamedTemporaryFile(dir=path):
+            return True
+    except OSError:
+        return False
+
+
+class Tracker(tune.Callback):
+    def __init__(self, uri: str, experiment: str, sweep_id: str, sweep_name: str, artifact_root: Path | None,
+                 params_of, names_of):
+        self.uri, self.experiment, self.sweep_id, self.sweep_name = uri, experiment, sweep_id, sweep_name
+        self.artifact_root = artifact_root
+        self.params_of = params_of  # trial config -> flat params
+        self.names_of = names_of  # trial config -> run name
+        self._reset()
+
+    def _reset(self) -> None:
+        self.client = MlflowClient(self.uri)
+        self.parent_id: str | None = None
+        self.children: dict[str, str] = {}
+        self.last_epoch: dict[str, int] = {}
+        self.errors = 0
+
+    # Tune pickles its callbacks with the experiment and a restored sweep may use that copy: it
+    # must find its runs again by their tags, not trust state from another process.
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items()
+                if k not in ("client", "parent_id", "children", "last_epoch", "errors", "exp_id")}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._reset()
+
+    def setup(self, **info) -> None:
+        if self.parent_id is None:
+            self.start()
+
+    # --- runs ------------------------------------------------------------------------------------
+
+    def start(self, mark_running: bool = True) -> str:
+        """Find or create the experiment and the parent run; mark it RUNNING."""
+        exp = self.client.get_experiment_by_name(self.experiment)
+        if exp is None:
+            loc = (self.artifact_root / self.experiment).resolve().as_uri() if self.artifact_root else None
+            exp_id = self.client.create_experiment(self.experiment, artifact_location=loc)
+        else:
+            exp_id = exp.experiment_id
+        self.exp_id = exp_id
+        found = self.client.search_runs([exp_id], f"tags.`{TAG_SWEEP}` = '{self.sweep_id}' and "
+                                                  f"tags.`{TAG_ROLE}` = 'parent'", max_results=1)
+        if found:
+            self.parent_id = found[0].info.run_id
+            if mark_running:
+                self.client.update_run(self.parent_id, status="RUNNING")
+            for run in self.client.search_runs([exp_id], f"tags.`mlflow.parentRunId` = '{self.parent_id}'",
+                                               max_results=50000):
+                tid = run.data.tags.get(TAG_TRIAL)
+                if tid:
+                    self.children[tid] = run.info.run_id
+        else:
+            run = self.client.create_run(exp_id, run_name=self.sweep_name,
+                                         tags={TAG_SWEEP: self.sweep_id, TAG_ROLE: "parent"})
+            self.parent_id = run.info.run_id
+        return self.parent_id
+
+    def _child(self, trial) -> str:
+        tid = trial.trial_id
+        if tid not in self.children:
+            run = self.client.create_run(
+                self.exp_id, run_name=self.names_of(trial.config, tid),
+                tags={"mlflow.parentRunId": self.parent_id, TAG_TRIAL: tid, TAG_SWEEP: self.sweep_id,
+                      TAG_ROLE: "trial"})
+            self.children[tid] = run.info.run_id
+            params = self.params_of(trial.config)
+            items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+            for i in range(0, len(items), 100):
+                self.client.log_batch(run.info.run_id, params=items[i: i + 100])
+        return self.children[tid]
+
+    def _last_epoch(self, run_id: str) -> int:
+        if run_id not in self.last_epoch:
+            hist = self.client.get_metric_history(run_id, "epoch")
+            self.last_epoch[run_id] = int(max((m.step for m in hist), default=0))
+        return self.last_epoch[run_id]
+
+    def _safe(self, fn, *args) -> None:
+        """The tracker must not stop a sweep: a failing store is reported, the sweep goes on."""
+        try:
+            fn(*args)
+        except Exception as e:  # noqa: BLE001
+            self.errors += 1
+            print(f"warning: MLflow logging failed ({type(e).__name__}: {e})", file=sys.stderr, flush=True)
+
+    # --- Tune callbacks ----------------------------------------------------------------------------
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self._safe(lambda: self.client.update_run(self._child(trial), status="RUNNING"))
+
+    on_trial_restore = on_trial_start
+
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        self._safe(lambda: self.client.set_tag(self._child(trial), "cmisweep.recovered", "true"))
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        self._safe(self._log_result, trial, result)
+
+    def _log_result(self, trial, result: dict) -> None:
+        run_id = self._child(trial)
+        epoch = int(result.get("epoch", 0))
+        ts = int(result.get("timestamp", 0) * 1000)
+        if result.get(STATUS) == "FINISHED":
+            run = self.client.get_run(run_id)
+            if run.data.tags.get(TAG_FINAL) != "true":
+                finals = [Metric(k, float(v), ts, epoch) for k, v in result.items()
+                          if k.startswith("final/") and _is_number(v)]
+                for i in range(0, len(finals), 500):
+                    self.client.log_batch(run_id, metrics=finals[i: i + 500])
+                self.client.set_tag(run_id, TAG_FINAL, "true")
+            return
+        if result.get(STATUS) == "FAILED":
+            self.client.log_batch(run_id, tags=[RunTag(TAG_ERROR, str(result.get(ERROR, ""))[:5000])])
+            return
+        if epoch <= self._last_epoch(run_id):
+            return  # logged before a restore: a re-run of the same epoch from its checkpoint
+        metrics = [Metric(k, float(v), ts, epoch) for k, v in result.items()
+                   if k not in TUNE_KEYS and not k.startswith("config") and _is_number(v)]
+        self.client.log_batch(run_id, metrics=metrics)
+        self.last_epoch[run_id] = epoch
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._safe(self._complete, trial)
+
+    def _complete(self, trial) -> None:
+        run_id = self._child(trial)
+        last = trial.last_result or {}
+        status = last.get(STATUS)
+        if status == "FINISHED" and trial.checkpoint is not None:
+            with trial.checkpoint.as_directory() as d:
+                art = Path(d) / "artifacts"
+                if art.is_dir():
+                    self.client.log_artifacts(run_id, str(art))
+        if status is None:  # stopped by the scheduler before the evaluation
+            status = "STOPPED"
+        self.client.set_tag(run_id, TAG_STATUS, status)
+        self.client.set_terminated(run_id, "FAILED" if status == "FAILED" else "FINISHED")
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        def fail():
+            run_id = self._child(trial)
+            self.client.log_batch(run_id, tags=[RunTag(TAG_STATUS, "FAILED"),
+                                                RunTag(TAG_ERROR, error_message(trial)[:5000])])
+            self.client.set_terminated(run_id, "FAILED")
+
+        self._safe(fail)
+
+    # --- the end -----------------------------------------------------------------------------------
+
+    def finish(self, status: str = "FINISHED", unfinished_status: str | None = None) -> None:
+        """Close the parent run; runs of trials that did not end are closed as `unfinished_status`
+        (KILLED on Ctrl-C) so that none stays RUNNING."""
+        if unfinished_status:
+            for run_id in self.children.values():
+                if self.client.get_run(run_id).info.status == "RUNNING":
+                    self.client.set_terminated(run_id, unfinished_status)
+        self.client.set_terminated(self.parent_id, status)
+
+    def log_parent_artifacts(self, directory: Path) -> None:
+        self._safe(lambda: self.client.log_artifacts(self.parent_id, str(directory), "reports"))
+
+
+def error_message(trial) -> str:
+    """The last line of a trial's error (its exception and message)."""
+    last = trial.last_result or {}
+    if last.get(ERROR):
+        return str(last[ERROR])
+    path = getattr(trial, "error_file", None)
+    if path and Path(path).exists():
+        lines = [ln for ln in Path(path).read_text(errors="replace").splitlines() if ln.strip()]
+        if lines:
+            return lines[-1].strip()
+    return "trial failed (no error recorded)"
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)

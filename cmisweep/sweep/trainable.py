@@ -1,0 +1,107 @@
+"""The one Ray Tune trainable: any model, any regularizer, from a search space and a point.
+
+Per epoch it reports the metrics with a checkpoint (model, critics, optimizers, RNG states), so a
+restarted trial continues exactly where its last checkpoint left it. At the end it evaluates the
+best epoch and reports the final metrics as final/<name>, with a last checkpoint that also holds
+the artifacts (resolved config, sample grid, training curves) for the tracker to log.
+A trial whose loss turns non-finite reports status FAILED with the reason and is not retried:
+training it again would diverge again.
+"""
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+import yaml
+from ray import tune
+
+from cmisweep.errors import TrainingDiverged
+from cmisweep.sweep.search import point_from_config
+from cmisweep.sweep.space import SearchSpace, trial_config
+from cmisweep.trial import build_trainer, evaluate
+
+CHECKPOINT_FILE = "checkpoint.pt"
+FINAL_FILE = "final.json"  # in the last checkpoint: the final result, reported again after a restore
+STATUS = "cmisweep/status"  # FINISHED | FAILED, in the last result of a trial
+ERROR = "cmisweep/error"
+
+
+def _numbers(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def make_trainable(space: SearchSpace):
+    """A function trainable bound to a space (passed as a plain dict: Ray pickles it)."""
+    space_dict = space.model_dump()
+
+    def cmisweep_trial(config: dict) -> None:
+        space = SearchSpace.model_validate(space_dict)
+        point = point_from_config(space, config)
+        cfg = trial_config(space, point)
+        if cfg.train.threads is None:
+            torch.set_num_threads(max(1, int(space.resources.cpu)))
+        ckpt = tune.get_checkpoint()
+        if ckpt is not None:
+            with ckpt.as_directory() as d:
+                if (Path(d) / FINAL_FILE).exists():
+                    # evaluated already (the driver died before it recorded the end): report again
+                    final = json.loads((Path(d) / FINAL_FILE).read_text())
+                    tune.report(final, checkpoint=tune.Checkpoint.from_directory(d))
+                    return
+        trainer, data = build_trainer(cfg)
+        if ckpt is not None:
+            with ckpt.as_directory() as d:
+                trainer.restore(Path(d) / CHECKPOINT_FILE)
+
+        def report_epoch(metrics: dict, trainer) -> None:
+            with tempfile.TemporaryDirectory(prefix="cmisweep-ckpt-") as d:
+                trainer.save(Path(d) / CHECKPOINT_FILE)
+                tune.report(_numbers(metrics), checkpoint=tune.Checkpoint.from_directory(d))
+
+        try:
+            trainer.fit(cfg.train.epochs, on_epoch=report_epoch)
+        except TrainingDiverged as e:
+            tune.report({"epoch": e.epoch, STATUS: "FAILED", ERROR: str(e)})
+            return
+        with tempfile.TemporaryDirectory(prefix="cmisweep-final-") as d:
+            out = Path(d)
+            art = out / "artifacts"
+            art.mkdir()
+            metrics, files = evaluate(trainer, data, cfg, art)
+            for f in files:
+                if f.parent != art:
+                    shutil.copy(f, art / f.name)
+            (art / "trial.yaml").write_text(yaml.safe_dump(cfg.model_dump(), sort_keys=False))
+            (art / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+            if trainer.history:
+                _plot_curves(trainer.history, art / "curves.png")
+            trainer.save(out / CHECKPOINT_FILE)
+            last = trainer.history[-1] if trainer.history else {"epoch": 0}
+            final = {**_numbers(last), **{f"final/{k}": v for k, v in _numbers(metrics).items()}}
+            final[STATUS] = "FINISHED"
+            (out / FINAL_FILE).write_text(json.dumps(final))
+            tune.report(final, checkpoint=tune.Checkpoint.from_directory(d))
+
+    return cmisweep_trial
+
+
+def _plot_curves(history: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = [k for k in ("val/elbo", "val/objective", "val/kl_z", "val/c_hat", "val/m_hat") if k in history[0]]
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 2.8))
+    for ax, k in zip(axes if len(keys) > 1 else [axes], keys):
+        ys = [h.get(k, math.nan) for h in history]
+        ax.plot([h["epoch"] for h in history], ys, marker="o", ms=3)
+        ax.set_title(k)
+        ax.set_xlabel("epoch")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)

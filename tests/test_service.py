@@ -1,0 +1,87 @@
+"""The service's other faces: dry-run plans, the MLflow UI, the cluster config."""
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from cmisweep.errors import ConfigError
+from cmisweep.sweep.cluster import check
+from conftest import ROOT
+from helpers import cli, tiny_space
+
+
+def test_dry_run_prints_plan_and_cost_without_starting(tmp_path):
+    r = cli("run", ROOT / "search_spaces" / "fmnist.yaml", "--dry-run", "--results", tmp_path / "results",
+            "--set", "trial.evaluation.ihat.steps=10", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "sweep fmnist: 84 trials (grid)" in r.stdout and "beta_g0.1_s0" in r.stdout and "34 more" in r.stdout
+    assert "measured step time here" in r.stdout and "days here" in r.stdout  # 300 epochs on 2 CPU cores
+    assert not (tmp_path / "results").exists()
+
+
+def test_local_run_of_a_gpu_space_without_gpu_is_refused_before_anything_starts(tmp_path):
+    space = tiny_space("gpu", resources={"cpu": 1, "gpu": 0.25})
+    p = tmp_path / "gpu.yaml"
+    p.write_text(yaml.safe_dump(space))
+    r = cli("run", p, "--results", tmp_path / "results", cwd=tmp_path)
+    if r.returncode == 0:
+        pytest.skip("this machine has a GPU")
+    assert r.returncode == 2 and "resources.gpu" in r.stderr and "--set resources.gpu=0" in r.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def test_cluster_config_matches_rays_schema(tmp_path):
+    config = check(ROOT / "cluster" / "gpu.yaml")
+    assert config["head_node_type"] in config["available_node_types"]
+    commands = " ".join(config["setup_commands"] + config["head_setup_commands"])
+    assert "torch==2.13.0" in commands and "pip install -q -e ." in commands and "mlflow server" in commands
+    assert "--host 127.0.0.1" in commands and "--workers 1" in commands
+    bad = {k: v for k, v in config.items() if k != "provider"}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(bad))
+    with pytest.raises(ConfigError, match="provider: required key is missing"):
+        check(tmp_path / "c.yaml")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ui_serves_the_sweeps_store_on_localhost(tmp_path):
+    results = tmp_path / "results"
+    results.mkdir()
+    client = MlflowClient(f"sqlite:///{results / 'mlflow.db'}")
+    client.create_experiment("some-sweep")
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "cmisweep", "ui", "--results", str(results), "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        t0, ok = time.time(), False
+        while time.time() - t0 < 90 and not ok:
+            try:
+                ok = urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).status == 200
+            except OSError:
+                time.sleep(0.5)
+        assert ok, "the UI did not come up"
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/search",
+                                     data=json.dumps({"max_results": 10}).encode(),
+                                     headers={"Content-Type": "application/json"})
+        names = {e["name"] for e in json.load(urllib.request.urlopen(req, timeout=10))["experiments"]}
+        assert "some-sweep" in names
+        listening = open("/proc/net/tcp").read().splitlines()[1:]
+        local = {ln.split()[1] for ln in listening if ln.split()[3] == "0A" and int(ln.split()[1].split(":")[1], 16) == port}
+        assert local == {f"0100007F:{port:04X}"}  # 127.0.0.1 only
+    finally:
+        import os
+        import signal
+
+        os.killpg(proc.pid, signal.SIGTERM)
+        out = proc.communicate(timeout=20)[0]
+    assert f"open http://127.0.0.1:{port}" in out

@@ -1,0 +1,116 @@
+"""End to end: real sweeps of tiny trials (Ray + MLflow sqlite + real Fashion-MNIST)."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from helpers import cli, tiny_space
+
+pytestmark = pytest.mark.slow
+
+
+def runs_of(results, name):
+    client = MlflowClient(f"sqlite:///{results / 'mlflow.db'}")
+    exp = client.get_experiment_by_name(name)
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    parents = [r for r in runs if r.data.tags.get("cmisweep.role") == "parent"]
+    children = [r for r in runs if r.data.tags.get("cmisweep.role") == "trial"]
+    return client, parents, children
+
+
+def write_space(tmp_path, space):
+    p = tmp_path / f"{space['name']}.yaml"
+    p.write_text(yaml.safe_dump(space))
+    return p
+
+
+def test_grid_sweep_end_to_end(fmnist_dir, tmp_path):
+    space = tiny_space("e2e")
+    r = cli("run", write_space(tmp_path, space), "--results", tmp_path / "results", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "epoch 1/1" in r.stderr and "done (3/3 trials)" in r.stderr
+    assert "vanilla_g0_s0" in r.stdout and "cmi_g0.3_s0" in r.stdout  # the summary table
+    d = tmp_path / "results" / "e2e"
+    trials = pd.read_parquet(d / "trials.parquet")
+    assert sorted(trials["name"]) == ["beta_g0.3_s0", "cmi_g0.3_s0", "vanilla_g0_s0"]
+    for col in ("trial_id", "status", "error", "preset", "gamma", "alpha", "seed", "final/test/kl_z",
+                "final/aolr", "final/aosvm", "final/mcas", "final/mcas_real", "final/ihat_paper", "final/ihat_exact"):
+        assert col in trials.columns, col
+    assert (trials["status"] == "FINISHED").all() and trials["final/aolr"].between(0, 1).all()
+    front = pd.read_parquet(d / "frontier.parquet")
+    assert set(front.columns) == {"preset", "score", "gamma", "alpha", "kl_z", "value", "n_seeds"}
+    assert {"beta", "cmi"} <= set(front["preset"]) and {"AoLR", "mCAS"} <= set(front["score"])
+    for f in ("kl_vs_aolr.png", "kl_vs_mcas.png", "report.md", "paired_tests.csv"):
+        assert (d / "reports" / f).is_file(), f
+    client, parents, children = runs_of(tmp_path / "results", "e2e")
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert len(children) == 3 and all(c.info.status == "FINISHED" for c in children)
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
+    assert {c.data.tags["cmisweep.trial_id"] for c in children} == set(trials["trial_id"])
+    child = next(c for c in children if c.info.run_name == "cmi_g0.3_s0")
+    assert child.data.params["regularizer.preset"] == "cmi" and child.data.params["regularizer.gamma"] == "0.3"
+    assert child.data.params["objective.uses_c"] == "True" and "train.lr" in child.data.params
+    assert [m.step for m in client.get_metric_history(child.info.run_id, "val/elbo")] == [1]
+    assert child.data.metrics["final/aolr"] == pytest.approx(float(trials.set_index("name").loc["cmi_g0.3_s0", "final/aolr"]))
+    arts = {a.path for a in client.list_artifacts(child.info.run_id)}
+    assert {"samples.png", "trial.yaml", "metrics.json", "curves.png"} <= arts
+    assert "reports" in {a.path for a in client.list_artifacts(parents[0].info.run_id)}
+    # a second run of the same space is refused: it would mix two sweeps
+    again = cli("run", write_space(tmp_path, space), "--results", tmp_path / "results", cwd=tmp_path)
+    assert again.returncode == 2 and "--resume" in again.stderr
+    # `cmisweep report` rebuilds the reports from Tune's state
+    (d / "trials.parquet").unlink()
+    rep = cli("report", "e2e", "--results", tmp_path / "results", cwd=tmp_path)
+    assert rep.returncode == 0, rep.stderr[-2000:]
+    assert pd.read_parquet(d / "trials.parquet").equals(trials)
+
+
+def _wait_for(log, predicate, timeout=240):
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        text = log.read_text() if log.exists() else ""
+        if predicate(text):
+            return text
+        time.sleep(0.2)
+    raise AssertionError(f"timed out; log:\n{text[-3000:]}")
+
+
+def test_driver_killed_mid_sweep_then_resumed(fmnist_dir, tmp_path):
+    """SIGKILL the driver (and the Ray it started) while trials run; --resume finishes every trial,
+    without training a finished one again, with exactly one MLflow child run per trial."""
+    space = tiny_space("killed", search={"presets": ["beta", "cmi"], "gamma": [0.1, 0.3], "seeds": [0]},
+                       trial={**tiny_space()["trial"], "train": {"epochs": 4, "batch_size": 50, "lr": 1e-3,
+                                                                  "steps_per_epoch": 6}})
+    path = write_space(tmp_path, space)
+    log = tmp_path / "first.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "cmisweep", "run", str(path), "--results", "results"],
+                                cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        # kill once one trial has finished and another is part-way through its epochs
+        _wait_for(log, lambda t: "done (1/4" in t and any(f"epoch {e}/4" in t.split("done (1/4")[-1]
+                                                          for e in (1, 2, 3)))
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver and every Ray process it started
+        proc.wait()
+    first = log.read_text()
+    finished_before = {ln.split(":")[0].split("] ")[-1] for ln in first.splitlines() if ": evaluated" in ln}
+    assert finished_before
+    r = cli("run", path, "--results", "results", "--resume", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    for name in finished_before:  # no finished trial is trained again
+        assert f"{name}: epoch" not in r.stderr
+    trials = pd.read_parquet(tmp_path / "results" / "killed" / "trials.parquet")
+    assert len(trials) == 4 and (trials["status"] == "FINISHED").all()
+    client, parents, children = runs_of(tmp_path / "results", "killed")
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert len(children) == 4 and sorted(c.data.tags["cmisweep.trial_id"] for c in children) == sorted(trials["trial_id"])
+    assert all(c.info.status == "FINISHED" for c in children)
+    for c in children:  # every epoch logged once, none twice
+        assert [m.step for m in client.get_metric_history(c.info.run_id, "val/elbo")] == [1, 2, 3, 4]

@@ -1,0 +1,115 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cmisweep.errors import ConfigError
+from cmisweep.sweep import search
+from cmisweep.sweep.space import grid_points, load_space, point_name, trial_config
+from conftest import ROOT
+from helpers import tiny_space
+
+SPACES = ROOT / "search_spaces"
+
+
+def write(tmp_path, data, name="space.yaml") -> Path:
+    p = tmp_path / name
+    p.write_text(yaml.safe_dump(data) if isinstance(data, dict) else data)
+    return p
+
+
+def test_shipped_spaces_are_valid_and_match_the_paper():
+    fm, mn = load_space(SPACES / "fmnist.yaml"), load_space(SPACES / "mnist.yaml")
+    for space, top in ((fm, 0.9), (mn, 0.7)):
+        assert space.search.presets == ["beta", "advmi", "cmi"] and space.search.seeds == [0, 1, 2]
+        assert space.search.gamma == pytest.approx([round(0.1 * i, 1) for i in range(int(round(top * 10)) + 1)])
+        t = space.trial
+        assert (t.train.epochs, t.train.batch_size, t.train.lr) == (300, 50, 1e-4)
+        assert (t.critic_lr, t.regularizer.critic_steps, space.resources.gpu) == (1e-3, 2, 0.25)
+        assert (t.model.layers, t.model.maps) == (13, 64)
+    # gamma = 0 is the same vanilla trial for every preset: it runs once per seed
+    assert len(grid_points(fm)) == 3 * 9 * 3 + 3 and len(grid_points(mn)) == 3 * 7 * 3 + 3
+    ag = load_space(SPACES / "fmnist-alpha-gamma.yaml")
+    assert ag.algorithm.kind == "nsga2" and len(ag.algorithm.objectives) == 2
+    assert search.n_trials(ag) == ag.algorithm.num_samples * len(ag.search.seeds)
+    q = load_space(SPACES / "quickstart.yaml")
+    assert {p["preset"] for p in grid_points(q)} == {"beta", "cmi"}
+
+
+def test_points_become_trial_configs():
+    space = load_space_dict(tiny_space(search={"presets": ["beta", "cmi"], "gamma": [0.0, 0.3], "seeds": [0, 1],
+                                               "params": {"train.lr": [1e-3, 2e-3]}}))
+    points = grid_points(space)
+    names = [point_name(p) for p in points]
+    assert len(points) == len(set(names)) == 2 * 2 + 2 * 2 * 2  # vanilla x lr x seed + (beta, cmi) x lr x seed
+    cfg = trial_config(space, next(p for p in points if p["preset"] == "cmi" and p["params"]["train.lr"] == 2e-3))
+    assert cfg.regularizer.preset == "cmi" and cfg.regularizer.gamma == 0.3 and cfg.train.lr == 2e-3
+    assert cfg.data.train_size == 300  # fixed settings kept
+
+
+def load_space_dict(d, tmp=None):
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as t:
+        return load_space(write(Path(t), d))
+
+
+@pytest.mark.parametrize("change,key,expected", [
+    ({"search": {"gamma": [0.3, 1.4]}}, "search.gamma", "allow_weights_above_one"),
+    ({"search": {"presets": ["cmi"], "gamma": [0.2], "alpha": [0.6]},
+      "trial": {"regularizer": {"m_term": "drop"}}}, "search.alpha", "not a bound"),
+    ({"search": {"gamma": {"low": 0.0, "high": 0.5}}}, None, "need algorithm tpe or nsga2"),
+    ({"algorithm": {"kind": "nsga2", "num_samples": 4, "objectives": [{"metric": "final/aolr", "mode": "max"}]}},
+     "algorithm", "two or more objectives"),
+    ({"name": "../escape"}, "name", "letters, digits"),
+    ({"search": {"params": {"train.epochs": [-1]}}}, "search.params.train.epochs", "greater than or equal to 0"),
+    ({"resources": {"gpu": 1.5}}, "resources.gpu", "fraction"),
+])
+def test_bad_spaces_name_the_key(tmp_path, change, key, expected):
+    data = tiny_space()
+    for k, v in change.items():
+        data[k] = {**data.get(k, {}), **v} if isinstance(v, dict) else v
+    with pytest.raises(ConfigError) as e:
+        load_space(write(tmp_path, data))
+    assert str(e.value).startswith(str(tmp_path / "space.yaml"))
+    if key:
+        assert e.value.key == key
+    assert expected in str(e.value)
+
+
+def test_sampled_space_builds_optuna_searchers():
+    space = load_space_dict(tiny_space(search={"presets": ["cmi"], "gamma": {"low": 0.0, "high": 0.5},
+                                               "alpha": {"low": 0.1, "high": 0.6}, "seeds": [0, 1]},
+                                       algorithm={"kind": "nsga2", "num_samples": 3, "objectives": [
+                                           {"metric": "final/test/kl_z", "mode": "min"},
+                                           {"metric": "final/aolr", "mode": "max"}]}))
+    algo = search.search_algorithm(space)
+    assert isinstance(algo, search.Replicates) and algo.repeat == 2
+    assert search.num_samples(space) == 6
+    point = search.point_from_config(space, {"preset": "cmi", "gamma": 0.2, "alpha": 0.4, "__trial_index__": 1})
+    assert point["seed"] == 1 and trial_config(space, point).regularizer.build().m_weight == pytest.approx(0.2)
+
+
+def test_replicates_tell_the_searcher_each_metrics_mean():
+    from ray.tune.search import Searcher
+
+    class Recorder(Searcher):  # the inner searcher: records what Replicates tells it
+        def __init__(self):
+            super().__init__(metric=["kl", "acc"], mode=["min", "max"])
+            self.told = []
+
+        def suggest(self, trial_id):
+            return {"gamma": 0.1}
+
+        def on_trial_complete(self, trial_id, result=None, error=False):
+            self.told.append((trial_id, result))
+
+    inner = Recorder()
+    rep = search.Replicates(inner, repeat=3)
+    configs = [rep.suggest(f"t{i}") for i in range(3)]
+    assert [c["__trial_index__"] for c in configs] == [0, 1, 2]
+    rep.on_trial_complete("t0", {"kl": 1.0, "acc": 0.5})
+    rep.on_trial_complete("t1", {"kl": 3.0, "acc": 0.7})
+    assert inner.told == []  # not before every replicate reported
+    rep.on_trial_complete("t2", None)  # a failed replicate counts as missing, not as zero
+    assert inner.told == [("t0", {"kl": 2.0, "acc": pytest.approx(0.6)})]
