@@ -20,13 +20,34 @@ PosInt = Annotated[int, Field(gt=0)]
 PosFloat = Annotated[float, Field(gt=0)]
 
 
+IMAGE_SETS = ("mnist", "fashion-mnist")
+SPEECH_SETS = ("speech-synth", "speech-folder", "timit", "japanese-vowels")
+
+
 class DataConfig(Strict):
-    dataset: Literal["mnist", "fashion-mnist"] = "fashion-mnist"
-    path: str | None = None  # a directory; default: $CMISWEEP_DATA, ./data, Debian's dir
+    dataset: Literal["mnist", "fashion-mnist", "speech-synth", "speech-folder", "timit", "japanese-vowels"] = (
+        "fashion-mnist")
+    path: str | None = None  # a directory; default: $CMISWEEP_DATA, ./data (and Debian's dir for images)
     split_seed: Annotated[int, Field(ge=0)] = 0
-    train_size: PosInt | None = None  # a seeded subset of the 80% train split, for reduced runs
+    train_size: PosInt | None = None  # a seeded subset of the training examples (segments), for reduced runs
     val_size: PosInt | None = None
-    test_size: PosInt | None = None
+    test_size: PosInt | None = None  # images only: speech evaluates whole test utterances
+    # speech
+    segment_frames: Annotated[int, Field(ge=4, le=400)] = 20  # T: 200 ms of 10 ms frames
+    val_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.1  # of the training utterances
+    max_utterances: PosInt | None = None  # per split, seeded, for quick runs
+
+    @property
+    def modality(self) -> str:
+        return "image" if self.dataset in IMAGE_SETS else "speech"
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.modality == "speech" and self.test_size is not None:
+            raise ValueError("test_size is for images; speech evaluates whole test utterances (use max_utterances)")
+        if self.dataset == "speech-folder" and self.path is None:
+            raise ValueError("dataset speech-folder needs path: the corpus root (root/<speaker>/<utterance>.wav)")
+        return self
 
 
 class PixelCNNConfig(Strict):
@@ -51,7 +72,15 @@ class PixelCNNConfig(Strict):
         return self
 
 
-ModelConfig = Annotated[Union[PixelCNNConfig], Field(discriminator="kind")]
+class DSAEConfig(Strict):
+    kind: Literal["dsae"] = "dsae"
+    z_dim: PosInt = 64
+    s_dim: PosInt = 64
+    hidden: PosInt = 256
+
+
+ModelConfig = Annotated[Union[PixelCNNConfig, DSAEConfig], Field(discriminator="kind")]
+MODALITY = {"pixelcnn_vae": "image", "dsae": "speech"}
 
 
 class RegularizerConfig(Strict):
@@ -113,6 +142,9 @@ class EvalConfig(Strict):
     mcas_real_per_class: PosInt = 10
     mcas_samples: PosInt = 10
     sample_grid: bool = True
+    eer: bool = True  # speech: EER(z), EER(s)
+    vc_mcas: bool = True  # speech: voice-conversion mCAS on gender
+    vc_pairs: PosInt = 200
     batch_size: PosInt = 500
 
 
@@ -128,13 +160,21 @@ class TrialConfig(Strict):
     @model_validator(mode="before")
     @classmethod
     def _default_model_kind(cls, data):
-        model = data.get("model") if isinstance(data, dict) else None
+        """Without model.kind, the data's modality picks the model (images: PixelCNN-VAE, speech: DSAE)."""
+        if not isinstance(data, dict):
+            return data
+        ds = data.get("data", {}).get("dataset") if isinstance(data.get("data"), dict) else None
+        kind = "dsae" if ds in SPEECH_SETS else "pixelcnn_vae"
+        model = data.get("model", {})
         if isinstance(model, dict) and "kind" not in model:
-            data = {**data, "model": {"kind": "pixelcnn_vae", **model}}
+            data = {**data, "model": {"kind": kind, **model}}
         return data
 
     @model_validator(mode="after")
     def _check(self):
+        if MODALITY[self.model.kind] != self.data.modality:
+            raise ValueError(f"model {self.model.kind} is for {MODALITY[self.model.kind]} data; dataset "
+                             f"{self.data.dataset} is {self.data.modality}")
         n = self.data.train_size
         if n is not None and n < self.train.batch_size:
             raise ValueError(f"data.train_size = {n} is smaller than train.batch_size = {self.train.batch_size}")

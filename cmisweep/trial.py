@@ -33,7 +33,7 @@ def build_trainer(cfg: TrialConfig, data=None) -> tuple[Trainer, object]:
     device = resolve_device(cfg.train.device)
     data = data if data is not None else load_dataset(cfg.data, device)
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model)
+    model = build_model(cfg.model, tuple(data.train_x.shape[1:]))
     reg = cfg.regularizer.build()
     critics = build_critics(model.z_dim, model.critic_spec, reg.uses_m, reg.uses_c,
                             cfg.regularizer.critic_head, cfg.regularizer.critic_width)
@@ -64,6 +64,7 @@ def flat_params(cfg: TrialConfig) -> dict:
 def evaluate(trainer: Trainer, data, cfg: TrialConfig, out_dir: Path) -> tuple[dict, list[Path]]:
     """Final metrics at the best epoch: ELBO terms on validation and test, then the data's suite."""
     from cmisweep.metrics.images import evaluate_images
+    from cmisweep.metrics.speech import evaluate_speech
 
     trainer.load_best()
     torch.manual_seed(cfg.seed + 7)  # the evaluation is reproducible whatever happened in training
@@ -72,7 +73,8 @@ def evaluate(trainer: Trainer, data, cfg: TrialConfig, out_dir: Path) -> tuple[d
         metrics.update({f"{split}/{k}": v for k, v in trainer.validate(x).items()})
     artifacts: list[Path] = []
     if cfg.evaluation.enabled:
-        m, artifacts = evaluate_images(trainer.model, data, cfg.evaluation, out_dir, cfg.seed)
+        suite = evaluate_images if cfg.data.modality == "image" else evaluate_speech
+        m, artifacts = suite(trainer.model, data, cfg.evaluation, out_dir, cfg.seed)
         metrics.update(m)
     return metrics, artifacts
 

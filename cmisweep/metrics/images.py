@@ -14,29 +14,36 @@ from cmisweep.metrics.samples import save_grid
 from cmisweep.models.critics import JointCritic
 
 
+def ihat_metrics(model, data, cfg: EvalConfig, seed: int = 0) -> dict:
+    """I-hat(z;s) in both forms by fresh critics: trained on validation encodings, read on test
+    encodings; mean and spread over the critic seeds, and each seed's value."""
+    t0 = time.perf_counter()
+    ic = cfg.ihat
+    spec = model.critic_spec
+    head = spec.head if ic.head == "model" else ic.head
+    device = data.val_x.device
+    g = torch.Generator().manual_seed(seed)
+    out = mutual_info.ihat(
+        lambda: JointCritic(model.z_dim, spec.s_shape, head, ic.width).to(device),
+        mutual_info.model_sampler(model, data.val_x[: ic.n_train], g),
+        mutual_info.model_pairs(model, data.test_x[: ic.n_eval], cfg.batch_size),
+        seeds=ic.seeds, steps=ic.steps, batch_size=ic.batch_size, lr=ic.lr, base_seed=seed,
+    )
+    metrics = {k: v for k, v in out.items() if not k.endswith("_seeds")}
+    for form in ("paper", "exact"):
+        for i, v in enumerate(out[f"ihat_{form}_seeds"]):
+            metrics[f"ihat_{form}_seed{i}"] = v
+    metrics["time/ihat_s"] = time.perf_counter() - t0
+    return metrics
+
+
 def evaluate_images(model, data, cfg: EvalConfig, out_dir: Path, seed: int = 0, generate=None) -> tuple[dict, list[Path]]:
     """Metrics (flat dict) and artifact files written under out_dir."""
     metrics: dict = {}
     artifacts: list[Path] = []
     model.eval()
     if cfg.ihat is not None:
-        t0 = time.perf_counter()
-        ic = cfg.ihat
-        spec = model.critic_spec
-        head = spec.head if ic.head == "model" else ic.head
-        device = data.val_x.device
-        g = torch.Generator().manual_seed(seed)
-        out = mutual_info.ihat(
-            lambda: JointCritic(model.z_dim, spec.s_shape, head, ic.width).to(device),
-            mutual_info.model_sampler(model, data.val_x[: ic.n_train], g),
-            mutual_info.model_pairs(model, data.test_x[: ic.n_eval], cfg.batch_size),
-            seeds=ic.seeds, steps=ic.steps, batch_size=ic.batch_size, lr=ic.lr, base_seed=seed,
-        )
-        metrics.update({k: v for k, v in out.items() if not k.endswith("_seeds")})
-        for form in ("paper", "exact"):
-            for i, v in enumerate(out[f"ihat_{form}_seeds"]):
-                metrics[f"ihat_{form}_seed{i}"] = v
-        metrics["time/ihat_s"] = time.perf_counter() - t0
+        metrics.update(ihat_metrics(model, data, cfg, seed))
     if cfg.probes:
         t0 = time.perf_counter()
         metrics.update(probe_accuracy(model, data.train_x, data.train_y, data.test_x, data.test_y,

@@ -4,8 +4,13 @@ from __future__ import annotations
 from cmisweep.models.protocol import CriticSpec, ElboTerms, Gaussian, SequentialVAE
 
 
-def build_model(cfg):
-    """The model a config's `kind` names."""
+def build_model(cfg, x_shape: tuple[int, ...] | None = None):
+    """The model a config's `kind` names, for data of shape x_shape per example."""
+    if cfg.kind == "dsae":
+        from cmisweep.models.dsae import DSAE
+
+        frames, x_dim = x_shape if x_shape is not None else (20, 201)
+        return DSAE(x_dim=x_dim, frames=frames, z_dim=cfg.z_dim, s_dim=cfg.s_dim, hidden=cfg.hidden)
     if cfg.kind == "pixelcnn_vae":
         from cmisweep.models.pixelcnn import PixelCNNVAE
 

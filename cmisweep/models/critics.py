@@ -30,13 +30,21 @@ class MarginalCritic(nn.Module):
         return self.net(z).squeeze(-1)
 
 
-def _conv_embedding(conv: type[nn.Module], bn: type[nn.Module], cin: int, width: int, out: int) -> nn.Sequential:
-    """Conv(width,4,2,1)-BN-ReLU-Conv(width,4,2,1)-BN-ReLU-Conv(out,4,2,1) (App. 5)."""
-    return nn.Sequential(
-        conv(cin, width, 4, 2, 1), bn(width), nn.ReLU(),
-        conv(width, width, 4, 2, 1), bn(width), nn.ReLU(),
-        conv(width, out, 4, 2, 1),
-    )
+def _conv_embedding(conv: type[nn.Module], bn: type[nn.Module], cin: int, width: int, out: int,
+                    length: int) -> nn.Sequential:
+    """Conv(width,4,2,1)-BN-ReLU-Conv(width,4,2,1)-BN-ReLU-Conv(out,4,2,1) (App. 5). A layer whose
+    input is shorter than 4 (short sequences, e.g. JapaneseVowels' 7 frames) keeps its length
+    with Conv(3,1,1) instead of halving it to nothing."""
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(((cin, width), (width, width), (width, out))):
+        if length >= 4:
+            layers.append(conv(a, b, 4, 2, 1))
+            length //= 2
+        else:
+            layers.append(conv(a, b, 3, 1, 1))
+        if i < 2:
+            layers += [bn(b), nn.ReLU()]
+    return nn.Sequential(*layers)
 
 
 class JointCritic(nn.Module):
@@ -49,9 +57,9 @@ class JointCritic(nn.Module):
         self.head, self.s_rank = head, len(s_shape)
         emb = z_dim if head != "mlp" else width
         if len(s_shape) == 3:  # (C, H, W)
-            self.embed_net = _conv_embedding(nn.Conv2d, nn.BatchNorm2d, s_shape[0], width, emb)
+            self.embed_net = _conv_embedding(nn.Conv2d, nn.BatchNorm2d, s_shape[0], width, emb, min(s_shape[1:]))
         elif len(s_shape) == 2:  # (T, D): Conv1d over time with D channels
-            self.embed_net = _conv_embedding(nn.Conv1d, nn.BatchNorm1d, s_shape[1], width, emb)
+            self.embed_net = _conv_embedding(nn.Conv1d, nn.BatchNorm1d, s_shape[1], width, emb, s_shape[0])
         elif len(s_shape) == 1:
             self.embed_net = nn.Sequential(
                 nn.Linear(s_shape[0], width), nn.ReLU(), nn.Linear(width, width), nn.ReLU(), nn.Linear(width, emb)

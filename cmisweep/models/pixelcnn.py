@@ -91,8 +91,9 @@ class PixelCNNVAE(nn.Module):
         kl_z = qz.kl_standard_normal()
         return ElboTerms(recon, kl_z, torch.zeros_like(kl_z), z, s, qz)
 
-    def local_features(self, x: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
-        """s = the input of layer s_layer; it depends on x alone (z joins from that layer on)."""
+    def local_features(self, x: torch.Tensor, z: torch.Tensor | None = None, sample: bool = True) -> torch.Tensor:
+        """s = the input of layer s_layer; it depends on x alone (z joins from that layer on), so
+        it is deterministic and `sample` changes nothing."""
         h = x.float()
         for layer in self.layers[: self.s_layer - 1]:
             h = F.relu(layer(h))

@@ -66,8 +66,9 @@ class SequentialVAE(Protocol):
     def elbo_terms(self, x: torch.Tensor) -> ElboTerms:
         """Sample z ~ q(z|x) (and s), return the ELBO's terms and the samples."""
 
-    def local_features(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """s for given x and z (a sample where s is random, the deterministic map otherwise)."""
+    def local_features(self, x: torch.Tensor, z: torch.Tensor, sample: bool = True) -> torch.Tensor:
+        """s for given x and z: a sample where s is random (its posterior means if not sample),
+        the deterministic map otherwise."""
 
     def generate(self, z: torch.Tensor, n: int = 1) -> torch.Tensor:
         """n samples of x for each z, (len(z) * n, ...), the n samples of one z adjacent."""

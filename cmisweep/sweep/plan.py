@@ -21,13 +21,15 @@ def measure_step(cfg, steps: int = 2) -> float:
     from cmisweep.models.critics import build_critics
     from cmisweep.training import Trainer, resolve_device
 
+    from cmisweep.data import example_shape, random_batch
+
     torch.manual_seed(0)
-    model = build_model(cfg.model)
+    model = build_model(cfg.model, example_shape(cfg.data))
     reg = cfg.regularizer.build()
     critics = build_critics(model.z_dim, model.critic_spec, reg.uses_m, reg.uses_c, cfg.regularizer.critic_head,
                             cfg.regularizer.critic_width)
     bs = cfg.train.batch_size
-    x = (torch.rand(bs * (steps + 1), 1, 28, 28) < 0.3).to(torch.uint8)
+    x = random_batch(cfg.data, bs * (steps + 1))
     trainer = Trainer(model, reg, critics, x, x[:bs], cfg.train, critic_lr=cfg.critic_lr,
                       device=resolve_device(cfg.train.device))
     times = []
@@ -48,12 +50,14 @@ def measure_eval(cfg) -> float:
     ev = cfg.evaluation
     if not ev.enabled:
         return 0.0
+    from cmisweep.data import example_shape, random_batch
+
     torch.manual_seed(0)
-    model = build_model(cfg.model).eval()
+    model = build_model(cfg.model, example_shape(cfg.data)).eval()
     total = 0.0
     if ev.ihat is not None:
         ic = ev.ihat
-        x = (torch.rand(ic.batch_size * 3, 1, 28, 28) < 0.3).to(torch.uint8)
+        x = random_batch(cfg.data, ic.batch_size * 3)
         spec = model.critic_spec
         head = spec.head if ic.head == "model" else ic.head
         critics = {f: JointCritic(model.z_dim, spec.s_shape, head, ic.width) for f in ("paper", "exact")}
@@ -61,7 +65,7 @@ def measure_eval(cfg) -> float:
         t0 = time.perf_counter()
         mutual_info.fit_critics(critics, sampler, 3, ic.batch_size, ic.lr)
         total += (time.perf_counter() - t0) / 3 * ic.steps * ic.seeds
-    if ev.mcas or ev.sample_grid:
+    if cfg.data.modality == "image" and (ev.mcas or ev.sample_grid):
         t0 = time.perf_counter()
         model.generate(torch.randn(100, model.z_dim))
         n = 10 * ev.mcas_real_per_class * ev.mcas_samples
@@ -70,7 +74,7 @@ def measure_eval(cfg) -> float:
 
 
 def steps_per_epoch(cfg) -> int:
-    n = cfg.data.train_size or 48000
+    n = cfg.data.train_size or (48000 if cfg.data.modality == "image" else 20000)  # speech: ~a small TIMIT
     s = n // cfg.train.batch_size
     return min(s, cfg.train.steps_per_epoch) if cfg.train.steps_per_epoch else s
 
