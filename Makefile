@@ -4,9 +4,17 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test demo data bench clean
+.PHONY: install system-deps test demo speech-demo data bench clean
 
-install: $(STAMP)
+install: system-deps $(STAMP)
+
+# From Debian: espeak-ng synthesizes the open speech corpus (cmisweep data synth-speech).
+system-deps:
+	@command -v espeak-ng >/dev/null || { \
+		SUDO=$$(test "$$(id -u)" = 0 || echo sudo); \
+		$$SUDO apt-get install -y -q espeak-ng >/dev/null 2>&1 || \
+		{ $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y -q espeak-ng >/dev/null; }; }
+	@command -v espeak-ng >/dev/null && echo "espeak-ng: $$(command -v espeak-ng)"
 
 # torch first and pinned exactly: the CPU wheel; an open range would pull the CUDA build.
 $(STAMP): pyproject.toml
@@ -31,6 +39,12 @@ demo: install
 	@echo
 	@echo "Browse the trials: $(BIN)/cmisweep ui quickstart   (then open http://127.0.0.1:5000)"
 	@echo "Reports: results/quickstart/reports/report.md, results/quickstart/trials.parquet"
+
+# The speech counterpart: synthesize the open corpus (~10 s), then a DSAE sweep (~5 min on 2 cores).
+speech-demo: install
+	test -f data/speech-synth/speakers.csv || $(BIN)/cmisweep data synth-speech --out data/speech-synth
+	RAY_AUTH_MODE=disabled MLFLOW_DISABLE_TELEMETRY=true $(BIN)/cmisweep run search_spaces/speech-quick.yaml \
+		$$(test -f results/speech-quick/sweep.json && echo --resume)
 
 bench: install
 	$(BIN)/python bench/train_step.py

@@ -93,6 +93,18 @@ def cmd_cluster_check(args) -> int:
     return 0
 
 
+def cmd_synth_speech(args) -> int:
+    import time
+
+    from cmisweep.data.speech.synth import synth_corpus
+
+    t0 = time.perf_counter()
+    out = synth_corpus(Path(args.out), speakers=args.speakers, utterances=args.utterances, seed=args.seed,
+                       test_fraction=args.test_fraction, workers=args.workers)
+    print(f"{out}: {args.speakers} speakers x {args.utterances} utterances in {time.perf_counter() - t0:.0f} s")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cmisweep", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -148,6 +160,14 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--if-missing", action="store_true",
                    help="skip a data set already found ($CMISWEEP_DATA, ./data, Debian's dir)")
     f.set_defaults(func=cmd_data_fetch)
+    sp = dsub.add_parser("synth-speech", help="synthesize the open multi-speaker corpus with espeak-ng")
+    sp.add_argument("--out", default="data/speech-synth", help="corpus directory (default ./data/speech-synth)")
+    sp.add_argument("--speakers", type=int, default=120)
+    sp.add_argument("--utterances", type=int, default=10, help="utterances per speaker")
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--test-fraction", type=float, default=0.25, help="share of speakers held out for test")
+    sp.add_argument("--workers", type=int, default=2, help="espeak-ng processes at a time")
+    sp.set_defaults(func=cmd_synth_speech)
     return p
 
 

@@ -76,3 +76,20 @@ def cli(*args, cwd=None, timeout=600, env=None):
 
     return subprocess.run([sys.executable, "-m", "cmisweep", *map(str, args)], capture_output=True, text=True,
                           cwd=cwd, timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def tiny_speech_space(corpus, name: str = "speech-tiny") -> dict:
+    """A DSAE sweep of tiny trials on a synthesized corpus at `corpus`."""
+    return {
+        "name": name,
+        "trial": {
+            "data": {"dataset": "speech-synth", "path": str(corpus), "segment_frames": 20},
+            "model": {"kind": "dsae", "z_dim": 8, "s_dim": 8, "hidden": 16},
+            "regularizer": {"critic_width": 16},
+            "train": {"epochs": 2, "batch_size": 16, "lr": 3e-3},
+            "evaluation": {"ihat": {"seeds": 3, "steps": 5, "n_train": 64, "n_eval": 64, "width": 16}, "vc_pairs": 10},
+        },
+        "search": {"presets": ["beta", "cmi"], "gamma": [0.5], "seeds": [0]},
+        "resources": {"cpu": 1},
+        "concurrency": 2,
+    }

@@ -85,3 +85,15 @@ def test_ui_serves_the_sweeps_store_on_localhost(tmp_path):
         os.killpg(proc.pid, signal.SIGTERM)
         out = proc.communicate(timeout=20)[0]
     assert f"open http://127.0.0.1:{port}" in out
+
+
+def test_synth_speech_command(tmp_path):
+    import shutil
+
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed")
+    r = cli("data", "synth-speech", "--out", tmp_path / "c", "--speakers", 4, "--utterances", 2, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert len(list((tmp_path / "c").glob("*/*.wav"))) == 8 and (tmp_path / "c" / "speakers.csv").is_file()
+    again = cli("data", "synth-speech", "--out", tmp_path / "c", "--speakers", 4, cwd=tmp_path)
+    assert again.returncode == 2 and "c" in again.stderr  # an existing corpus is never overwritten

@@ -114,3 +114,32 @@ def test_driver_killed_mid_sweep_then_resumed(fmnist_dir, tmp_path):
     assert all(c.info.status == "FINISHED" for c in children)
     for c in children:  # every epoch logged once, none twice
         assert [m.step for m in client.get_metric_history(c.info.run_id, "val/elbo")] == [1, 2, 3, 4]
+
+
+def test_speech_sweep_reports_speaker_metrics(tmp_path):
+    """The DSAE plugs into the same trainable, tracker and reports: EER and VC-mCAS land in
+    trials.parquet, the frontier has KL(z) vs EER(z)."""
+    import shutil
+
+    if shutil.which("espeak-ng") is None:
+        if os.environ.get("CMISWEEP_REQUIRE_DATA") == "1":
+            pytest.fail("espeak-ng is not installed (make system-deps)")
+        pytest.skip("espeak-ng is not installed")
+    from cmisweep.data.speech.synth import synth_corpus
+    from helpers import tiny_speech_space
+
+    corpus = synth_corpus(tmp_path / "corpus", speakers=8, utterances=3, seed=0)
+    r = cli("run", write_space(tmp_path, tiny_speech_space(corpus)), "--results", tmp_path / "results", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    d = tmp_path / "results" / "speech-tiny"
+    trials = pd.read_parquet(d / "trials.parquet")
+    assert len(trials) == 2 and (trials["status"] == "FINISHED").all()
+    for col in ("final/eer_z", "final/eer_s", "final/vc_mcas", "final/test/kl_s", "final/ihat_exact"):
+        assert trials[col].between(-10, 1e6).all(), col
+    assert trials["final/test/kl_s"].gt(0).all()  # s is random in the DSAE: KL(s) is a real term
+    front = pd.read_parquet(d / "frontier.parquet")
+    assert "EER(z)" in set(front["score"])
+    assert (d / "reports" / "kl_vs_eer_z.png").is_file()
+    _, _, children = runs_of(tmp_path / "results", "speech-tiny")
+    arts = {a.path for a in MlflowClient(f"sqlite:///{tmp_path / 'results' / 'mlflow.db'}").list_artifacts(children[0].info.run_id)}
+    assert "conversion.png" in arts

@@ -9,8 +9,8 @@ from ray import tune
 
 from cmisweep.sweep.trainable import ERROR, STATUS
 
-SUMMARY_COLUMNS = ["name", "status", "final/test/kl_z", "final/aolr", "final/mcas", "final/ihat_exact",
-                   "final/test/elbo", "error"]
+SUMMARY_COLUMNS = ["name", "status", "final/test/kl_z", "final/aolr", "final/mcas", "final/eer_z", "final/eer_s",
+                   "final/vc_mcas", "final/ihat_exact", "final/test/elbo", "error"]
 
 
 def _f(v, spec=".3g") -> str:
@@ -32,8 +32,10 @@ class Progress(tune.Callback):
     def on_trial_result(self, iteration, trials, trial, result, **info):
         name = self.name_of(trial.config, trial.trial_id)
         if result.get(STATUS) == "FINISHED":
-            self._say(f"{name}: evaluated  KL(z)={_f(result.get('final/test/kl_z'))}  "
-                      f"AoLR={_f(result.get('final/aolr'))}  mCAS={_f(result.get('final/mcas'))}")
+            shown = "  ".join(f"{label}={_f(result[k])}" for k, label in (
+                ("final/test/kl_z", "KL(z)"), ("final/aolr", "AoLR"), ("final/mcas", "mCAS"), ("final/eer_z", "EER(z)"),
+                ("final/eer_s", "EER(s)"), ("final/vc_mcas", "VC-mCAS")) if k in result)
+            self._say(f"{name}: evaluated  {shown}")
         elif result.get(STATUS) == "FAILED":
             self._say(f"{name}: FAILED: {result.get(ERROR)}")
         elif "val/objective" in result:

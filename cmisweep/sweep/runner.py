@@ -33,11 +33,12 @@ def sweep_dir_for(space: SearchSpace, results_root: Path, file: str | None) -> P
 
 def preflight(space: SearchSpace, file: str, address: str | None) -> None:
     """Checks that need the machine, so a bad setup fails before anything is written or started:
-    the data are here, and a local run has the GPUs the space asks for."""
-    from cmisweep.data.images import IMAGE_DATASETS, locate
+    the data load (files found, checksums right, audio readable), and a local run has the GPUs
+    the space asks for. Loading once here costs seconds; a corrupt file found by every trial
+    instead would cost a sweep of failed trials."""
+    from cmisweep.data import load_dataset
 
-    if space.trial.data.dataset in IMAGE_DATASETS:
-        locate(space.trial.data.dataset, space.trial.data.path)
+    load_dataset(space.trial.data)
     if space.resources.gpu > 0 and not address:
         import torch
 
@@ -107,6 +108,7 @@ def _execute(space, sweep_dir: Path, meta: dict, uri: str, *, resume: bool, addr
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the legacy reporter honours verbose=0: our lines only
     # snapshot the experiment state after every result (results come once per epoch): a driver
     # killed at any moment then loses at most the epoch in flight
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")
@@ -130,6 +132,9 @@ def _execute(space, sweep_dir: Path, meta: dict, uri: str, *, resume: bool, addr
     if not init["address"]:
         init["object_store_memory"] = 256 * 1024**2  # trials exchange small results, not tensors
     ray.init(**{k: v for k, v in init.items() if v is not None})
+    import logging
+
+    logging.getLogger("ray.tune").setLevel(logging.ERROR)  # our progress and messages replace Tune's
     trainable = tune.with_resources(make_trainable(space), {"cpu": space.resources.cpu, "gpu": space.resources.gpu})
     storage_root = f"{meta['storage'].rstrip('/')}/{space.name}" if meta.get("storage") else str(sweep_dir)
     exp_dir = experiment_dir(sweep_dir, meta)
@@ -157,8 +162,7 @@ def _execute(space, sweep_dir: Path, meta: dict, uri: str, *, resume: bool, addr
                     checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
                     failure_config=tune.FailureConfig(max_failures=space.max_failures)),
             )
-        grid = tuner.fit()
-        interrupted = _was_interrupted(grid)
+        tuner.fit()  # on Ctrl-C Tune saves its state and returns; unfinished trials tell us
     except KeyboardInterrupt:
         interrupted = True
     finally:
@@ -167,6 +171,7 @@ def _execute(space, sweep_dir: Path, meta: dict, uri: str, *, resume: bool, addr
     frame = write_reports(sweep_dir, space, exp_dir)
     tracker.log_parent_artifacts(sweep_dir / "reports")
     failed = int((frame["status"] == "FAILED").sum()) if len(frame) else 0
+    interrupted = interrupted or bool(len(frame) and (frame["status"] == "UNFINISHED").any())
     if interrupted:
         tracker.finish("KILLED", unfinished_status="KILLED")
     else:
@@ -204,16 +209,6 @@ def report(sweep: str, results_root: str | Path = "results") -> int:
     except Exception as e:  # noqa: BLE001 - the files are written; the store is a copy of them
         print(f"warning: could not log the reports to MLflow ({e})", file=sys.stderr)
     return 0
-
-
-def _was_interrupted(grid) -> bool:
-    """Tune stops on SIGINT and returns; unfinished trials then remain."""
-    try:
-        return any(r.metrics is None or r.metrics.get("cmisweep/status") is None and r.error is None
-                   for r in grid) and getattr(grid, "_experiment_analysis", None) is not None and any(
-            t.status in ("RUNNING", "PENDING", "PAUSED") for t in grid._experiment_analysis.trials)
-    except Exception:  # noqa: BLE001 - a best effort; the reports still say which trials finished
-        return False
 
 
 def _write_json(path: Path, data: dict) -> None:
