@@ -1,6 +1,8 @@
 """Data sets: binarized MNIST / Fashion-MNIST (images), speech corpora (later issues)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from cmisweep.data.images import IMAGE_DATASETS, ImageData, load_images
@@ -23,6 +25,17 @@ def load_dataset(cfg, device="cpu"):
         keep = torch.randperm(len(data.val_x), generator=g)[: cfg.val_size].to(data.val_x.device)
         data.val_x, data.val_utt = data.val_x[keep], data.val_utt[keep]
     return data
+
+
+def locate(cfg) -> Path:
+    """The directory a DataConfig's data is read from."""
+    if cfg.dataset in IMAGE_DATASETS:
+        from cmisweep.data.images import locate as locate_images
+
+        return locate_images(cfg.dataset, cfg.path)
+    from cmisweep.data.speech import locate as locate_speech
+
+    return locate_speech(cfg.dataset, cfg.path)
 
 
 def example_shape(cfg) -> tuple[int, ...]:

@@ -47,6 +47,16 @@ def preflight(space: SearchSpace, file: str, address: str | None) -> None:
                               "GPU: run on a GPU cluster (ray up cluster/gpu.yaml), or add --set resources.gpu=0")
 
 
+def pin_data_path(space: SearchSpace) -> SearchSpace:
+    """Trials run in Ray's working directories, not the user's: give them the data directory the
+    driver found ($CMISWEEP_DATA, ./data, ...) as an absolute path."""
+    from cmisweep.data import locate
+
+    found = str(locate(space.trial.data).resolve())
+    data = space.trial.data.model_copy(update={"path": found})
+    return space.model_copy(update={"trial": space.trial.model_copy(update={"data": data})})
+
+
 def run(path: str, *, resume: bool = False, address: str | None = None, tracking_uri: str | None = None,
         results_root: str | Path = "results", dashboard: bool = False, verbose: bool = True,
         overrides: list[str] | tuple = (), storage: str | None = None) -> int:
@@ -72,6 +82,7 @@ def run(path: str, *, resume: bool = False, address: str | None = None, tracking
     tracking.check_uri(uri, path if not tracking_uri else "--tracking-uri")
     address = address or os.environ.get("RAY_ADDRESS")
     preflight(space, path, address)
+    space = pin_data_path(space)
     storage = meta.get("storage") or storage or os.environ.get("CMISWEEP_STORAGE")
     meta["storage"] = storage
 
@@ -134,7 +145,9 @@ def _execute(space, sweep_dir: Path, meta: dict, uri: str, *, resume: bool, addr
     ray.init(**{k: v for k, v in init.items() if v is not None})
     import logging
 
-    logging.getLogger("ray.tune").setLevel(logging.ERROR)  # our progress and messages replace Tune's
+    # our progress lines and one-line errors replace Tune's messages and tracebacks (which stay
+    # in each failed trial's error.txt)
+    logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
     trainable = tune.with_resources(make_trainable(space), {"cpu": space.resources.cpu, "gpu": space.resources.gpu})
     storage_root = f"{meta['storage'].rstrip('/')}/{space.name}" if meta.get("storage") else str(sweep_dir)
     exp_dir = experiment_dir(sweep_dir, meta)

@@ -232,11 +232,17 @@ def error_message(trial) -> str:
     last = trial.last_result or {}
     if last.get(ERROR):
         return str(last[ERROR])
-    path = getattr(trial, "error_file", None)
-    if path and Path(path).exists():
-        lines = [ln for ln in Path(path).read_text(errors="replace").splitlines() if ln.strip()]
-        if lines:
-            return lines[-1].strip()
+    name = getattr(trial.run_metadata, "error_filename", None)
+    if name:
+        try:  # the copy in the trial's storage: readable without a running Ray (cmisweep report)
+            storage = trial.storage
+            with storage.storage_filesystem.open_input_stream(f"{storage.trial_fs_path}/{name}") as f:
+                text = f.read().decode(errors="replace")
+            lines = [ln for ln in text.splitlines() if ln.strip()]
+            if lines:
+                return lines[-1].strip()
+        except Exception:  # noqa: BLE001 - a missing error file must not hide the other trials
+            pass
     return "trial failed (no error recorded)"
 
 
