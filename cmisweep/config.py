@@ -116,7 +116,10 @@ class TrainConfig(Strict):
     threads: PosInt | None = None  # torch intra-op threads; default: torch's choice
     select_by: Literal["objective", "elbo"] = "objective"  # which validation score picks the epoch
     steps_per_epoch: PosInt | None = None  # cap, for quick runs; default: one pass over train
-    check_every: PosInt = 50  # steps between non-finite checks (each check is a host sync)
+    check_every: PosInt = 50  # steps between divergence checks (each check is a host sync)
+    # a batch loss (nats per example) above this is divergence too: at a learning rate of 10 the
+    # loss of a PixelCNN-VAE climbs past 1e8 and stays finite; trained models sit far below 1e4
+    max_loss: PosFloat = 1e7
     eval_batch_size: PosInt = 500  # batch size of the per-epoch validation pass
 
 

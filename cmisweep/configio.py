@@ -130,11 +130,32 @@ def _strip_annotated(tp: Any) -> Any:
     return typing.get_args(tp)[0] if typing.get_origin(tp) is typing.Annotated else tp
 
 
+_TYPE_ERRORS = {"list_type", "dict_type", "model_type", "model_attributes_type", "float_type", "int_type",
+                "string_type", "bool_type", "float_parsing", "int_parsing", "literal_error", "union_tag_invalid"}
+
+
+def _user_loc(loc: tuple) -> tuple:
+    """pydantic's location without the union-member names it inserts ('list[...]', 'Range')."""
+    return tuple(p for p in loc if isinstance(p, int) or not (p[:1].isupper() or "[" in p or p.startswith("function-")))
+
+
 def format_validation_error(err: pydantic.ValidationError, model: type[pydantic.BaseModel]) -> tuple[str | None, str]:
-    """(key, expected) for the first error, in words a user can act on."""
-    e = err.errors()[0]
-    loc = tuple(e["loc"])
-    kind = e["type"]
+    """(key, expected) for the first error, in words a user can act on. Where a value may take
+    several forms (a list or a range), the branch that matched the value's form explains it."""
+    errors = err.errors()
+    first = errors[0]
+    here = [e for e in errors if _user_loc(e["loc"]) == _user_loc(first["loc"])]
+    specific = [e for e in here if e["type"] not in _TYPE_ERRORS]
+    if specific:
+        first = specific[0]
+    elif len(here) > 1:
+        _, keys = _walk(model, _user_loc(first["loc"]))
+        forms = sorted({e["msg"].replace("Input should be ", "").replace(
+            "a valid dictionary or instance of Range", "a range {low, high}") for e in here})
+        return _join(keys), f"expected {' or '.join(forms)}, got {first.get('input')!r}"
+    loc = _user_loc(first["loc"])
+    kind = first["type"]
+    e = first
     if kind == "extra_forbidden":
         parent, keys = _walk(model, loc[:-1])
         keys.append(str(loc[-1]))

@@ -40,10 +40,10 @@ class TrainingDiverged(CmisweepError):
 
     exit_code = 1
 
-    def __init__(self, epoch: int, step: int, value: float | None = None):
+    def __init__(self, epoch: int, step: int, detail: str = ""):
         self.epoch = epoch
         self.step = step
         msg = f"non-finite loss at epoch {epoch} step {step}"
-        if value is not None:
-            msg += f" (loss = {value})"
+        if detail:
+            msg += f" ({detail})"
         super().__init__(msg)

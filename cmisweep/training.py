@@ -123,13 +123,22 @@ class Trainer:
         return parts, closs
 
     def _check_finite(self, pending: list[torch.Tensor], epoch: int, first_step: int) -> None:
+        """Raise TrainingDiverged at the first step whose VAE or critic loss is non-finite or
+        beyond train.max_loss (one host sync per check). A loss past max_loss counts as
+        non-finite: at 1e20 nats float32 steps carry no information, and such a run (a learning
+        rate of 10 gets there in two steps) would otherwise burn its whole budget."""
         if not pending:
             return
-        losses = torch.stack([p[0] for p in pending])
-        finite = torch.stack([torch.isfinite(p).all() for p in pending])
-        if not bool(finite.all()):
-            i = int((~finite).nonzero()[0])
-            raise TrainingDiverged(epoch, first_step + i, float(losses[i]))
+        bad_value = torch.stack([~torch.isfinite(p).all() for p in pending])
+        too_big = torch.stack([(p.abs() > self.cfg.max_loss).any() for p in pending])
+        bad = bad_value | too_big
+        if bool(bad.any()):
+            i = int(bad.nonzero()[0])
+            names = ("VAE loss", "critic loss")
+            detail = ", ".join(f"{n} = {float(v):.4g}" for n, v in zip(names, pending[i]))
+            if not bool(bad_value[i]):
+                detail += f" > train.max_loss = {self.cfg.max_loss:g}, counted as non-finite"
+            raise TrainingDiverged(epoch, first_step + i, detail)
 
     @torch.no_grad()
     def validate(self, x: torch.Tensor | None = None) -> dict:
@@ -158,7 +167,7 @@ class Trainer:
         metrics["time/train_s"] = time.perf_counter() - t0
         val = self.validate()
         if not all(math.isfinite(v) for v in val.values()):
-            raise TrainingDiverged(self.epoch + 1, self.steps_per_epoch)
+            raise TrainingDiverged(self.epoch + 1, self.steps_per_epoch, "in the validation pass")
         metrics.update({f"val/{k}": v for k, v in val.items()})
         metrics["time/epoch_s"] = time.perf_counter() - t0
         self.epoch += 1

@@ -79,3 +79,10 @@ def test_critics_learn_and_vae_improves():
     assert after["elbo"] > before["elbo"] + 10
     assert all(not torch.equal(a, b) for a, b in zip(critic_before, t.critics.parameters()))
     assert "train/critic_loss" in t.history[-1] and "val/c_hat" in t.history[-1]
+
+
+def test_a_learning_rate_of_10_is_stopped_as_diverged():
+    """At lr 10 the loss leaps past 1e20 and stays finite: train.max_loss stops it all the same."""
+    t = make(R.preset("beta", 0.3), lr=10.0, check_every=1, steps_per_epoch=8)
+    with pytest.raises(TrainingDiverged, match=r"non-finite loss at epoch 1 step \d+ \(VAE loss = .* > train.max_loss"):
+        t.fit(2)

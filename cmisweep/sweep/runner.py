@@ -38,6 +38,9 @@ def preflight(space: SearchSpace, file: str, address: str | None) -> None:
     instead would cost a sweep of failed trials."""
     from cmisweep.data import load_dataset
 
+    given = space.trial.data.path
+    if given is not None and not Path(given).exists():
+        raise ConfigError(file, "trial.data.path", f"{given} does not exist")
     load_dataset(space.trial.data)
     if space.resources.gpu > 0 and not address:
         import torch
@@ -79,7 +82,10 @@ def run(path: str, *, resume: bool = False, address: str | None = None, tracking
         uri = (tracking_uri or space.tracking.uri or os.environ.get("CMISWEEP_TRACKING_URI")
                or tracking.default_uri(results_root))
         meta = {"sweep_id": uuid.uuid4().hex, "tracking_uri": uri, "name": space.name}
-    tracking.check_uri(uri, path if not tracking_uri else "--tracking-uri")
+    if tracking_uri:
+        tracking.check_uri(uri, "--tracking-uri", None)
+    else:
+        tracking.check_uri(uri, path, "tracking.uri")
     address = address or os.environ.get("RAY_ADDRESS")
     preflight(space, path, address)
     space = pin_data_path(space)
@@ -101,6 +107,18 @@ def experiment_dir(sweep_dir: Path, meta: dict) -> str:
     if meta.get("storage"):
         return f"{meta['storage'].rstrip('/')}/{meta['name']}/tune"
     return str(sweep_dir / "tune")
+
+
+def ray_init_options(address: str | None, dashboard: bool = False) -> dict:
+    """Safe defaults: no dashboard unless asked, and then on 127.0.0.1 only (reach it through a
+    tunnel); trial output stays in the trials' logs."""
+    init = dict(include_dashboard=dashboard, dashboard_host="127.0.0.1", log_to_driver=False,
+                configure_logging=True, logging_level="WARNING")
+    if address:
+        init["address"] = address
+    else:
+        init["object_store_memory"] = 256 * 1024**2  # trials exchange small results, not tensors
+    return init
 
 
 def _execute(space, sweep_dir: Path, meta: dict, uri: str, *, resume: bool, address: str | None, dashboard: bool,
@@ -138,11 +156,7 @@ def _execute(space, sweep_dir: Path, meta: dict, uri: str, *, resume: bool, addr
     tracker.start()
     total = search.n_trials(space)
     progress = Progress(total, space.trial.train.epochs, name_of, verbose)
-    init = dict(address=address, include_dashboard=dashboard,
-                dashboard_host="127.0.0.1", log_to_driver=False, configure_logging=True, logging_level="WARNING")
-    if not init["address"]:
-        init["object_store_memory"] = 256 * 1024**2  # trials exchange small results, not tensors
-    ray.init(**{k: v for k, v in init.items() if v is not None})
+    ray.init(**ray_init_options(address, dashboard))
     import logging
 
     # our progress lines and one-line errors replace Tune's messages and tracebacks (which stay

@@ -37,23 +37,23 @@ def default_uri(results_root: Path) -> str:
     return f"sqlite:///{(results_root / 'mlflow.db').resolve()}"
 
 
-def check_uri(uri: str, file: str | None = None) -> None:
+def check_uri(uri: str, file: str | None = None, key: str | None = "tracking.uri") -> None:
     """Refuse a tracking URI that cannot work, before anything starts."""
     if uri.startswith(("http://", "https://")):
         try:
             urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5).close()
         except (urllib.error.URLError, OSError, ValueError) as e:
             reason = getattr(e, "reason", e)
-            raise ConfigError(file, "tracking.uri", f"MLflow server {uri} is unreachable ({reason})") from None
+            raise ConfigError(file, key, f"MLflow server {uri} is unreachable ({reason})") from None
     elif uri.startswith("sqlite:///"):
         parent = Path(uri[len("sqlite:///"):]).parent
         probe = parent
         while not probe.exists():
             probe = probe.parent
         if not probe.is_dir() or not _writable(probe):
-            raise ConfigError(file, "tracking.uri", f"cannot write the sqlite store under {parent}")
+            raise ConfigError(file, key, f"cannot write the sqlite store under {parent}")
     elif "://" not in uri and not uri.startswith(("databricks", "file:")):
-        raise ConfigError(file, "tracking.uri", f"expected sqlite:///path, http(s)://host:port or file:/path, got {uri!r}")
+        raise ConfigError(file, key, f"expected sqlite:///path, http(s)://host:port or file:/path, got {uri!r}")
 
 
 def _writable(path: Path) -> bool:
