@@ -46,8 +46,12 @@ speech-demo: install
 	RAY_AUTH_MODE=disabled MLFLOW_DISABLE_TELEMETRY=true $(BIN)/cmisweep run search_spaces/speech-quick.yaml \
 		$$(test -f results/speech-quick/sweep.json && echo --resume)
 
+# The figures of BENCHMARKS.md (about 30 minutes on 2 cores; needs Fashion-MNIST).
 bench: install
 	$(BIN)/python bench/train_step.py
+	$(BIN)/python bench/sampling.py
+	RAY_AUTH_MODE=disabled MLFLOW_DISABLE_TELEMETRY=true $(BIN)/python bench/sweep_overhead.py
+	RAY_AUTH_MODE=disabled MLFLOW_DISABLE_TELEMETRY=true $(BIN)/python bench/memory.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -111,7 +111,11 @@ class TrainConfig(Strict):
     epochs: Annotated[int, Field(ge=0)] = 300  # 0: evaluate the untrained network (a baseline)
     batch_size: PosInt = 50
     lr: PosFloat = 1e-4
-    precision: Literal["fp32", "bf16"] = "fp32"
+    # auto: the fastest path measured safe for the model (BENCHMARKS.md): bf16 autocast and
+    # channels-last for the PixelCNN-VAE (~3-6x a plain fp32 step, objective within 1%), fp32 for
+    # the DSAE (bf16 gains nothing on its LSTMs)
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    memory_format: Literal["auto", "contiguous", "channels_last"] = "auto"  # auto: channels_last for images
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: PosInt | None = None  # torch intra-op threads; default: torch's choice
     select_by: Literal["objective", "elbo"] = "objective"  # which validation score picks the epoch

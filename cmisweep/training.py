@@ -41,6 +41,22 @@ def autocast(device: torch.device, precision: str):
     return contextlib.nullcontext()
 
 
+def resolve_precision(precision: str, model: nn.Module, device: torch.device) -> str:
+    """auto -> the model's measured fast path (its `fast_precision`), where the device has bf16."""
+    if precision != "auto":
+        return precision
+    want = getattr(model, "fast_precision", "fp32")
+    if want == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        return "fp32"
+    return want
+
+
+def resolve_channels_last(memory_format: str, model: nn.Module) -> bool:
+    if memory_format == "auto":
+        return bool(getattr(model, "prefers_channels_last", False))
+    return memory_format == "channels_last"
+
+
 def batches(x: torch.Tensor, size: int):
     for i in range(0, len(x), size):
         yield x[i: i + size]
@@ -62,6 +78,11 @@ class Trainer:
     ):
         self.device = torch.device(device)
         self.model, self.critics, self.reg, self.cfg = model.to(self.device), critics.to(self.device), reg, cfg
+        self.precision = resolve_precision(cfg.precision, model, self.device)
+        self.channels_last = resolve_channels_last(cfg.memory_format, model)
+        if self.channels_last:  # 4-D weights only; activations follow the input's layout
+            self.model.to(memory_format=torch.channels_last)
+            self.critics.to(memory_format=torch.channels_last)
         self.train_x, self.val_x = train_x.to(self.device), val_x.to(self.device)
         torch.manual_seed(seed)  # z and negative noise
         self.data_rng = torch.Generator().manual_seed(seed)  # batch order
@@ -87,8 +108,7 @@ class Trainer:
         sums: dict[str, torch.Tensor] = {}
         pending: list[torch.Tensor] = []  # per-step losses not yet checked for finiteness
         for step in range(1, n_steps + 1):
-            x = self.train_x[perm[(step - 1) * bs: step * bs]]
-            parts, closs = self.train_step(x)
+            parts, closs = self.train_step(self._layout(self.train_x[perm[(step - 1) * bs: step * bs]]))
             pending.append(parts.loss.detach().reshape(1) if closs is None else torch.stack([parts.loss.detach(), closs]))
             for k, v in (("loss", parts.loss), ("recon", parts.recon), ("kl_z", parts.kl_z), ("kl_s", parts.kl_s),
                          ("m_hat", parts.m_hat), ("c_hat", parts.c_hat), ("critic_loss", closs)):
@@ -99,8 +119,11 @@ class Trainer:
                 pending = []
         return {f"train/{k}": float(v) / n_steps for k, v in sums.items()}
 
+    def _layout(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.dim() == 4 else x
+
     def train_step(self, x: torch.Tensor) -> tuple[R.ObjectiveParts, torch.Tensor | None]:
-        amp = autocast(self.device, self.cfg.precision)
+        amp = autocast(self.device, self.precision)
         self.critics.requires_grad_(False)  # the VAE step moves the VAE alone
         with amp:
             terms = self.model.elbo_terms(x)
@@ -141,15 +164,16 @@ class Trainer:
             raise TrainingDiverged(epoch, first_step + i, detail)
 
     @torch.no_grad()
-    def validate(self, x: torch.Tensor | None = None) -> dict:
-        """Means over the validation set of the ELBO's terms, M, C, the objective J and the ELBO."""
+    def validate(self, x: torch.Tensor | None = None, precision: str | None = None) -> dict:
+        """Means over the validation set (or x) of the ELBO's terms, M, C, the objective J and the
+        ELBO; in the training precision unless told (final metrics are computed in fp32)."""
         self.model.eval()
         self.critics.eval()
         x = self.val_x if x is None else x
         sums: dict[str, float] = {}
         for xb in batches(x, self.cfg.eval_batch_size):
-            with autocast(self.device, self.cfg.precision):
-                terms = self.model.elbo_terms(xb)
+            with autocast(self.device, precision or self.precision):
+                terms = self.model.elbo_terms(self._layout(xb))
                 m_logits, c_logits = R.critic_logits(self.critics, terms.z, terms.s)
                 parts = R.objective(self.reg, terms.recon, terms.kl_z, terms.kl_s, m_logits, c_logits)
             for k in ("recon", "kl_z", "kl_s", "m_hat", "c_hat", "loss"):

@@ -40,6 +40,7 @@ class DSAE(nn.Module):
         )
         self.dec_logvar = nn.Parameter(torch.zeros(x_dim))
         self.critic_spec = CriticSpec((frames, s_dim), "cosine")
+        self.fast_precision = "fp32"  # bf16 autocast gains nothing on these LSTMs (bench/train_step.py)
 
     # --- the pieces ------------------------------------------------------------------------------
 

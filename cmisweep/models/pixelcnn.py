@@ -76,6 +76,8 @@ class PixelCNNVAE(nn.Module):
         )
         self.out = nn.Conv2d(maps, 1, 1)
         self.critic_spec = CriticSpec((maps, image_size, image_size), "dot")
+        # the fast training path (train.precision / memory_format "auto"), measured in bench/train_step.py
+        self.fast_precision, self.prefers_channels_last = "bf16", True
 
     # --- protocol -----------------------------------------------------------------------------
 
