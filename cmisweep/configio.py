@@ -45,6 +45,15 @@ _UniqueKeyLoader.add_implicit_resolver(
 )
 
 
+def _safe_load(text: str):
+    """yaml.safe_load with duplicate keys refused and 1e-4 read as a number."""
+    loader = _UniqueKeyLoader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
 def read_yaml(path: str | Path) -> dict:
     """Parse a YAML file into a mapping with safe loading only (no python/* tags)."""
     path = Path(path)
@@ -59,7 +68,7 @@ def read_yaml(path: str | Path) -> dict:
     if not text.strip():
         raise ConfigError(path, None, "file is empty (expected a YAML mapping)")
     try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - SafeLoader subclass
+        data = _safe_load(text)
     except yaml.constructor.ConstructorError as e:
         line = e.problem_mark.line + 1 if e.problem_mark else "?"
         problem = e.problem or str(e)
@@ -202,7 +211,7 @@ def apply_overrides(data: dict, overrides: list[str], file: str | Path | None = 
         if not sep or not key:
             raise ConfigError(file, item, "an override must look like key.path=value")
         try:
-            value = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - SafeLoader subclass
+            value = _safe_load(text)
         except yaml.YAMLError:
             raise ConfigError(file, key, f"override value {text!r} is not valid YAML") from None
         node = out

@@ -113,3 +113,15 @@ def test_replicates_tell_the_searcher_each_metrics_mean():
     assert inner.told == []  # not before every replicate reported
     rep.on_trial_complete("t2", None)  # a failed replicate counts as missing, not as zero
     assert inner.told == [("t0", {"kl": 2.0, "acc": pytest.approx(0.6)})]
+
+
+def test_speech_spaces_match_the_paper():
+    for name in ("timit", "speech"):
+        space = load_space(SPACES / f"{name}.yaml")
+        t = space.trial
+        assert space.search.gamma == [0.0, 0.4, 0.8, 0.9, 0.99] and space.search.presets == ["beta", "advmi", "cmi"]
+        assert (t.train.lr, t.critic_lr, t.train.batch_size, t.regularizer.critic_steps) == (2e-4, 2e-3, 32, 2)
+        assert t.model.kind == "dsae" and (t.model.z_dim, t.model.s_dim) == (64, 64) and t.data.segment_frames == 20
+        assert len(grid_points(space)) == 3 * 4 * 3 + 3
+    quick = load_space(SPACES / "speech-quick.yaml")
+    assert quick.trial.model.kind == "dsae" and {p["preset"] for p in grid_points(quick)} == {"beta", "cmi"}
