@@ -10,7 +10,6 @@ an uninterrupted run would: model, critics, optimizers, RNG states, epoch, histo
 from __future__ import annotations
 
 import contextlib
-import copy
 import math
 import os
 import time
@@ -262,4 +261,4 @@ class Trainer:
 
 
 def _cpu_copy(state: dict) -> dict:
-    return {k: v.detach().to("cpu", copy=True) for k, v in copy.copy(state).items()}
+    return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}

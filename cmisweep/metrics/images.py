@@ -37,7 +37,7 @@ def ihat_metrics(model, data, cfg: EvalConfig, seed: int = 0) -> dict:
     return metrics
 
 
-def evaluate_images(model, data, cfg: EvalConfig, out_dir: Path, seed: int = 0, generate=None) -> tuple[dict, list[Path]]:
+def evaluate_images(model, data, cfg: EvalConfig, out_dir: Path, seed: int = 0) -> tuple[dict, list[Path]]:
     """Metrics (flat dict) and artifact files written under out_dir."""
     metrics: dict = {}
     artifacts: list[Path] = []
@@ -52,7 +52,7 @@ def evaluate_images(model, data, cfg: EvalConfig, out_dir: Path, seed: int = 0, 
     if cfg.mcas or cfg.sample_grid:
         t0 = time.perf_counter()
         scores, real, fake = mcas(model, data.train_x, data.train_y, data.test_x, data.test_y,
-                                  cfg.mcas_real_per_class, cfg.mcas_samples, seed, generate)
+                                  cfg.mcas_real_per_class, cfg.mcas_samples, seed)
         if cfg.mcas:
             metrics.update(scores)
         if cfg.sample_grid:

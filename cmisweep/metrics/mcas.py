@@ -18,18 +18,15 @@ def _flat(x: torch.Tensor):
 
 @torch.no_grad()
 def mcas(model, train_x, train_y, test_x, test_y, real_per_class: int = 10, samples: int = 10,
-         seed: int = 0, generate=None) -> tuple[dict[str, float], torch.Tensor, torch.Tensor]:
-    """Returns (scores, the real images, their samples (real * samples, ...), adjacent per image).
-
-    generate(z, n, noise): the sampler; default model.generate.
-    """
+         seed: int = 0) -> tuple[dict[str, float], torch.Tensor, torch.Tensor]:
+    """Returns (scores, the real images, their samples (real * samples, ...), adjacent per image)."""
     model.eval()
     idx = balanced_indices(train_y, real_per_class, seed).to(train_x.device)
     real, labels = train_x[idx], train_y[idx]
     z = model.encode(real).mean
     g = torch.Generator().manual_seed(seed)
     noise = torch.rand(len(real) * samples, *real.shape[1:], generator=g).to(real.device)
-    fake = (generate or model.generate)(z, samples, noise=noise)
+    fake = model.generate(z, samples, noise=noise)
     fake_labels = labels.repeat_interleave(samples)
     test_np, test_y_np = _flat(test_x), test_y.cpu().numpy()
     gen = fit_score(_flat(fake), fake_labels.cpu().numpy(), test_np, test_y_np, seed)

@@ -7,7 +7,7 @@ import pandas as pd
 
 from cmisweep.sweep.search import point_from_config
 from cmisweep.sweep.space import point_name
-from cmisweep.sweep.trainable import ERROR, STATUS
+from cmisweep.sweep.trainable import STATUS
 
 
 def collect_trials(exp_dir: str, space) -> pd.DataFrame:

@@ -1,14 +1,15 @@
 """`cmisweep run SPACE.yaml`: validate, start (or join) Ray, run the trials, track, report.
 
 Layout of results/<name>/:
-    space.yaml      the space as given (a resume reads this copy)
-    sweep.json      the sweep's id (it finds the MLflow parent run again) and tracking URI
-    tune/           Ray Tune's experiment state, trial checkpoints
-    trials.parquet, frontier.parquet, *.png, report.md   the reports (cmisweep.reports)
+    space.yaml      the space as run, overrides and the data path resolved (a resume reads it)
+    sweep.json      the sweep's id (it finds the MLflow parent run again), tracking URI, storage
+    tune/           Ray Tune's experiment state and trial checkpoints (unless on shared storage)
+    trials.parquet, frontier.parquet, reports/   the reports (cmisweep.reports)
 """
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import time
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from cmisweep.errors import CmisweepError, ConfigError
+from cmisweep.errors import ConfigError
 from cmisweep.sweep.space import SearchSpace, load_space, point_name
 
 EXIT_OK, EXIT_FAILED_TRIALS, EXIT_INTERRUPTED = 0, 3, 130
@@ -157,14 +158,12 @@ def _execute(space, sweep_dir: Path, meta: dict, uri: str, *, resume: bool, addr
     total = search.n_trials(space)
     progress = Progress(total, space.trial.train.epochs, name_of, verbose)
     ray.init(**ray_init_options(address, dashboard))
-    import logging
-
     # our progress lines and one-line errors replace Tune's messages and tracebacks (which stay
     # in each failed trial's error.txt)
     logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
     trainable = tune.with_resources(make_trainable(space), {"cpu": space.resources.cpu, "gpu": space.resources.gpu})
-    storage_root = f"{meta['storage'].rstrip('/')}/{space.name}" if meta.get("storage") else str(sweep_dir)
     exp_dir = experiment_dir(sweep_dir, meta)
+    storage_root = exp_dir.rsplit("/", 1)[0]  # Tune's storage_path; "tune" is the experiment's name
     t0 = time.time()
     interrupted = False
     try:
@@ -247,5 +246,3 @@ def _write_text(path: Path, text: str) -> None:
     tmp.write_text(text)
     os.replace(tmp, path)
 
-
-__all__ = ["run", "CmisweepError"]
