@@ -214,17 +214,25 @@ def apply_overrides(data: dict, overrides: list[str], file: str | Path | None = 
             value = _safe_load(text)
         except yaml.YAMLError:
             raise ConfigError(file, key, f"override value {text!r} is not valid YAML") from None
-        node = out
-        parts = key.split(".")
-        for part in parts[:-1]:
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            if not isinstance(child, dict):
-                raise ConfigError(file, key, f"{part} is not a mapping")
-            node = child
-        node[parts[-1]] = value
+        try:
+            set_dotted(out, key, value)
+        except TypeError as err:
+            raise ConfigError(file, key, str(err)) from None
     return out
+
+
+def set_dotted(data: dict, key: str, value) -> None:
+    """data["a"]["b"]["c"] = value for key "a.b.c", creating missing mappings on the way."""
+    node = data
+    parts = key.split(".")
+    for part in parts[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise TypeError(f"{part} is not a mapping")
+        node = child
+    node[parts[-1]] = value
 
 
 def _deep_copy(d):

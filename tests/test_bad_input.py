@@ -9,6 +9,7 @@ import soundfile as sf
 import yaml
 
 from cmisweep.cli import main
+from cmisweep.configio import set_dotted
 from conftest import ROOT
 from helpers import tiny_space
 
@@ -16,11 +17,7 @@ from helpers import tiny_space
 def _space(**change) -> dict:
     data = tiny_space("bad")
     for key, value in change.items():
-        node = data
-        parts = key.split(".")
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-        node[parts[-1]] = value
+        set_dotted(data, key, value)
     return data
 
 

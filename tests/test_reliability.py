@@ -21,27 +21,28 @@ from test_sweep_e2e import _wait_for, runs_of, write_space
 SLOW_TRIAL = {**tiny_space()["trial"], "train": {"epochs": 4, "batch_size": 50, "lr": 1e-3, "steps_per_epoch": 6}}
 
 
-def _start(tmp_path, space, log_name):
+def _run_and_disturb(tmp_path, space, log_name, disturb, timeout):
+    """Start `cmisweep run` in its own session, call disturb(proc) once a trial reports epoch 2,
+    wait for the driver to exit; returns (exit code, its output). Nothing it started outlives it."""
     log = tmp_path / log_name
-    out = open(log, "w")
-    proc = subprocess.Popen([sys.executable, "-m", "cmisweep", "run", str(write_space(tmp_path, space)),
-                             "--results", "results"], cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    return proc, log
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "cmisweep", "run", str(write_space(tmp_path, space)),
+                                 "--results", "results"], cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    try:
+        _wait_for(log, lambda t: "epoch 2/4" in t)
+        disturb(proc)
+        code = proc.wait(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    return code, log.read_text()
 
 
 @pytest.mark.slow
 def test_ctrl_c_stops_cleanly_and_says_how_to_resume(fmnist_dir, tmp_path):
     space = tiny_space("intr", search={"presets": ["beta", "cmi"], "gamma": [0.3], "seeds": [0]}, trial=SLOW_TRIAL)
-    proc, log = _start(tmp_path, space, "first.log")
-    try:
-        _wait_for(log, lambda t: "epoch 2/4" in t)
-        proc.send_signal(signal.SIGINT)
-        code = proc.wait(timeout=120)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    text = log.read_text()
+    code, text = _run_and_disturb(tmp_path, space, "first.log", lambda proc: proc.send_signal(signal.SIGINT), 120)
     assert code == 130, text[-2000:]
     assert "interrupted: continue with `cmisweep run" in text and "--resume`" in text
     assert "Traceback" not in text
@@ -75,17 +76,13 @@ def _trial_workers(session: int) -> list[int]:
 def test_killed_worker_is_retried_from_its_checkpoint(fmnist_dir, tmp_path):
     space = tiny_space("worker", search={"presets": ["cmi"], "gamma": [0.3], "seeds": [0]}, trial=SLOW_TRIAL,
                        max_failures=2)
-    proc, log = _start(tmp_path, space, "run.log")
-    try:
-        _wait_for(log, lambda t: "epoch 2/4" in t)
+
+    def kill_worker(proc):
         workers = _trial_workers(proc.pid)
         assert workers, "no trial worker found"
         os.kill(workers[0], signal.SIGKILL)
-        code = proc.wait(timeout=240)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    text = log.read_text()
+
+    code, text = _run_and_disturb(tmp_path, space, "run.log", kill_worker, 240)
     assert code == 0, text[-3000:]
     after_kill = text.split("epoch 2/4", 1)[1]
     assert "epoch 1/4" not in after_kill  # retried from its checkpoint, not from scratch

@@ -162,11 +162,7 @@ def point_overrides(point: dict) -> dict:
         out["regularizer"]["alpha"] = point["alpha"]
     out["name"] = point_name(point)
     for key, value in point.get("params", {}).items():
-        node = out
-        parts = key.split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-        node[parts[-1]] = value
+        configio.set_dotted(out, key, value)
     return out
 
 
