@@ -52,6 +52,7 @@ bench: install
 	$(BIN)/python bench/sampling.py
 	RAY_AUTH_MODE=disabled MLFLOW_DISABLE_TELEMETRY=true $(BIN)/python bench/sweep_overhead.py
 	RAY_AUTH_MODE=disabled MLFLOW_DISABLE_TELEMETRY=true $(BIN)/python bench/memory.py
+	RAY_AUTH_MODE=disabled MLFLOW_DISABLE_TELEMETRY=true $(BIN)/python bench/gpu.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache
