@@ -7,34 +7,10 @@ from pathlib import Path
 import torch
 
 from cmisweep.config import EvalConfig
-from cmisweep.metrics import mutual_info
 from cmisweep.metrics.mcas import mcas
+from cmisweep.metrics.mutual_info import ihat_metrics
 from cmisweep.metrics.probes import probe_accuracy
 from cmisweep.metrics.samples import save_grid
-from cmisweep.models.critics import JointCritic
-
-
-def ihat_metrics(model, data, cfg: EvalConfig, seed: int = 0) -> dict:
-    """I-hat(z;s) in both forms by fresh critics: trained on validation encodings, read on test
-    encodings; mean and spread over the critic seeds, and each seed's value."""
-    t0 = time.perf_counter()
-    ic = cfg.ihat
-    spec = model.critic_spec
-    head = spec.head if ic.head == "model" else ic.head
-    device = data.val_x.device
-    g = torch.Generator().manual_seed(seed)
-    out = mutual_info.ihat(
-        lambda: JointCritic(model.z_dim, spec.s_shape, head, ic.width).to(device),
-        mutual_info.model_sampler(model, data.val_x[: ic.n_train], g),
-        mutual_info.model_pairs(model, data.test_x[: ic.n_eval], cfg.batch_size),
-        seeds=ic.seeds, steps=ic.steps, batch_size=ic.batch_size, lr=ic.lr, base_seed=seed,
-    )
-    metrics = {k: v for k, v in out.items() if not k.endswith("_seeds")}
-    for form in ("paper", "exact"):
-        for i, v in enumerate(out[f"ihat_{form}_seeds"]):
-            metrics[f"ihat_{form}_seed{i}"] = v
-    metrics["time/ihat_s"] = time.perf_counter() - t0
-    return metrics
 
 
 def evaluate_images(model, data, cfg: EvalConfig, out_dir: Path, seed: int = 0) -> tuple[dict, list[Path]]:

@@ -8,12 +8,14 @@ the metric averages several critic seeds and reports mean and spread.
 """
 from __future__ import annotations
 
+import time
 from typing import Callable, Iterable
 
 import numpy as np
 import torch
 
 from cmisweep import regularizer as R
+from cmisweep.config import EvalConfig
 from cmisweep.models.critics import JointCritic
 
 Sampler = Callable[[int], tuple[torch.Tensor, torch.Tensor]]  # batch size -> (z, s) ~ q(z, s)
@@ -110,3 +112,26 @@ def model_pairs(model, x: torch.Tensor, batch_size: int) -> Pairs:
             yield z, model.local_features(xb, z).float()
 
     return pairs
+
+
+def ihat_metrics(model, data, cfg: EvalConfig, seed: int = 0) -> dict:
+    """I-hat(z;s) in both forms by fresh critics: trained on validation encodings, read on test
+    encodings; mean and spread over the critic seeds, and each seed's value."""
+    t0 = time.perf_counter()
+    ic = cfg.ihat
+    spec = model.critic_spec
+    head = spec.head if ic.head == "model" else ic.head
+    device = data.val_x.device
+    g = torch.Generator().manual_seed(seed)
+    out = ihat(
+        lambda: JointCritic(model.z_dim, spec.s_shape, head, ic.width).to(device),
+        model_sampler(model, data.val_x[: ic.n_train], g),
+        model_pairs(model, data.test_x[: ic.n_eval], cfg.batch_size),
+        seeds=ic.seeds, steps=ic.steps, batch_size=ic.batch_size, lr=ic.lr, base_seed=seed,
+    )
+    metrics = {k: v for k, v in out.items() if not k.endswith("_seeds")}
+    for form in ("paper", "exact"):
+        for i, v in enumerate(out[f"ihat_{form}_seeds"]):
+            metrics[f"ihat_{form}_seed{i}"] = v
+    metrics["time/ihat_s"] = time.perf_counter() - t0
+    return metrics

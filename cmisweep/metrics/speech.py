@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from cmisweep.config import EvalConfig
-from cmisweep.metrics.images import ihat_metrics
+from cmisweep.metrics.mutual_info import ihat_metrics
 from cmisweep.metrics.speaker import speaker_eer, vc_mcas
 
 
