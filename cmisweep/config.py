@@ -151,8 +151,19 @@ class EvalConfig(Strict):
     sample_grid: bool = True
     eer: bool = True  # speech: EER(z), EER(s)
     vc_mcas: bool = True  # speech: voice-conversion mCAS on gender
-    vc_pairs: PosInt = 200
+    # paper: App. 7 of the paper, on test segments; utterance: the earlier variant on whole utterances
+    vc_protocol: Literal["paper", "utterance"] = "paper"
+    vc_segments: Annotated[int, Field(ge=2)] = 500  # paper: real test segments, half female, half male
+    # opposite-gender pairs; paper: each converted both ways (2 x vc_pairs samples); utterance: one way
+    vc_pairs: PosInt = 250
     batch_size: PosInt = 500
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.vc_protocol == "paper" and self.vc_pairs > self.vc_segments // 2:
+            raise ValueError(f"vc_pairs = {self.vc_pairs} > vc_segments / 2 = {self.vc_segments // 2}: each pair "
+                             "takes one female and one male segment of the vc_segments (the paper: 250 of 500)")
+        return self
 
 
 class TrialConfig(Strict):

@@ -135,9 +135,10 @@ def test_speaker_eer_and_pooling():
     assert eer(*pair_scores(es, speakers)) > 0.3  # s is noise
 
 
-def test_vc_mcas_rewards_conversions_that_carry_the_donors_voice():
+@pytest.mark.parametrize("protocol", ["paper", "utterance"])
+def test_vc_mcas_rewards_conversions_that_carry_the_donors_voice(protocol):
     data = fake_speech()
-    good = vc_mcas(_Stub(None), data, pairs=40)
-    bad = vc_mcas(_Stub(None, ignore_z_in_convert=True), data, pairs=40)
+    good = vc_mcas(_Stub(None), data, pairs=20, protocol=protocol, segments=40)
+    bad = vc_mcas(_Stub(None, ignore_z_in_convert=True), data, pairs=20, protocol=protocol, segments=40)
     assert good["vc_mcas"] > 0.9 and bad["vc_mcas"] < 0.1  # ignored z: the labels point the wrong way
     assert good["vc_mcas_real"] > 0.9

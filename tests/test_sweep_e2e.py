@@ -140,6 +140,11 @@ def test_speech_sweep_reports_speaker_metrics(tmp_path):
     for col in ("final/eer_z", "final/eer_s", "final/vc_mcas", "final/test/kl_s", "final/ihat_exact"):
         assert trials[col].between(-10, 1e6).all(), col
     assert trials["final/test/kl_s"].gt(0).all()  # s is random in the DSAE: KL(s) is a real term
+    # VC-mCAS as in App. 7 of the paper: 40 real segments, 10 pairs both ways; stored as a fraction
+    assert (trials["final/vc_mcas_n_real"] == 40).all() and (trials["final/vc_mcas_n_pairs"] == 10).all()
+    assert trials["final/vc_mcas"].between(0, 1).all()
+    report = (d / "reports" / "report.md").read_text()
+    assert "## EER(z) [%]" in report and "## VC-mCAS [%]" in report and "## -ELBO (nats, test)" in report
     front = pd.read_parquet(d / "frontier.parquet")
     assert "EER(z)" in set(front["score"])
     assert (d / "reports" / "kl_vs_eer_z.png").is_file()

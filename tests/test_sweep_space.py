@@ -120,7 +120,10 @@ def test_speech_spaces_match_the_paper():
         space = load_space(SPACES / f"{name}.yaml")
         t = space.trial
         assert space.search.gamma == [0.0, 0.4, 0.8, 0.9, 0.99] and space.search.presets == ["beta", "advmi", "cmi"]
-        assert (t.train.lr, t.critic_lr, t.train.batch_size, t.regularizer.critic_steps) == (2e-4, 2e-3, 32, 2)
+        assert (t.train.epochs, t.train.lr, t.critic_lr, t.train.batch_size, t.regularizer.critic_steps) == (
+            6000, 2e-4, 2e-3, 32, 2)
+        e = t.evaluation  # VC-mCAS as in App. 7 of the paper
+        assert (e.vc_protocol, e.vc_segments, e.vc_pairs) == ("paper", 500, 250)
         assert t.model.kind == "dsae" and (t.model.z_dim, t.model.s_dim) == (64, 64) and t.data.segment_frames == 20
         assert len(grid_points(space)) == 3 * 4 * 3 + 3
     quick = load_space(SPACES / "speech-quick.yaml")

@@ -5,12 +5,17 @@ in training), scored by the cosine similarity of utterance embeddings: the encod
 averaged over time) of an utterance's segments, averaged. A global feature that holds the speaker
 gives a low EER(z); s should hold the content, so EER(s) should stay near chance (0.5).
 
-VC-mCAS: pair each test utterance with one of the opposite gender, decode its s with the other's
-z (voice conversion), train a logistic classifier on the time-averaged converted spectra labelled
-with the z-donor's gender, and score it on real test speech. High when z carries the voice and the
-decoder uses it; the same classifier trained on real speech is the baseline.
+VC-mCAS (App. 7 of the paper): take 500 real test segments, 250 female and 250 male; pair them
+into 250 random opposite-gender pairs and convert each pair both ways (s from one, z from the other),
+500 generated segments labelled with their z donor's gender; train a logistic classifier on the
+time-averaged generated spectra and score its accuracy on the real segments' time-averaged spectra
+with their true genders. High when z carries the voice and the decoder uses it; the same classifier
+trained on real training segments is the baseline (vc_mcas_real). The protocol "utterance" keeps an
+earlier variant: whole test utterances, each pair converted one way.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -80,9 +85,101 @@ def _classifier(seed: int):
     return make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=seed))
 
 
+GENDERS = ("F", "M")
+
+
+@dataclass
+class VCSamples:
+    """What VC-mCAS is computed from; indices are rows of data.test_x."""
+
+    real: np.ndarray  # the real test segments scored on, half female, half male
+    real_gender: np.ndarray
+    s_donor: np.ndarray  # per generated segment: the segment whose s (content) it keeps
+    z_donor: np.ndarray  # ... and the segment whose z (voice) it takes
+    label: np.ndarray  # the z donor's gender
+    generated: torch.Tensor  # (2 x pairs, T, D) the conversions
+
+    @property
+    def n_pairs(self) -> int:
+        return len(self.label) // 2
+
+
+def _segment_genders(data, split: str) -> np.ndarray:
+    gender = data.utterances["gender"].to_numpy()
+    return gender[getattr(data, f"{split}_utt").cpu().numpy()]
+
+
+def _balanced_segments(genders: np.ndarray, per_gender: int, rng) -> dict[str, np.ndarray] | None:
+    """per_gender random segments of each gender (fewer where the split has fewer, the same number
+    for both); None when a gender is missing."""
+    by = {g: np.flatnonzero(genders == g) for g in GENDERS}
+    n = min(per_gender, *(len(v) for v in by.values()))
+    if n == 0:
+        return None
+    return {g: rng.choice(by[g], n, replace=False) for g in GENDERS}
+
+
 @torch.no_grad()
-def vc_mcas(model, data, pairs: int = 200, seed: int = 0, batch_size: int = 256) -> dict[str, float]:
-    """{'vc_mcas', 'vc_mcas_real'} or {} when the test speech lacks two genders."""
+def vc_samples(model, data, segments: int = 500, pairs: int = 250, seed: int = 0,
+               batch_size: int = 256) -> VCSamples | None:
+    """The real and generated segments of App. 7 of the paper; None without both genders in test."""
+    gender = _segment_genders(data, "test")
+    chosen = _balanced_segments(gender, segments // 2, np.random.default_rng(seed))
+    if chosen is None:
+        return None
+    real = np.concatenate([chosen["F"], chosen["M"]])
+    n = min(pairs, len(chosen["F"]))
+    f, m = chosen["F"][:n], chosen["M"][:n]  # rng.choice already shuffled: random pairs
+    # each pair both ways: the female's z with the male's s, then the male's z with the female's s
+    z_donor, s_donor = np.concatenate([f, m]), np.concatenate([m, f])
+    model.eval()
+    x = data.test_x
+    out = []
+    for i in range(0, len(z_donor), batch_size):
+        zi = torch.as_tensor(z_donor[i: i + batch_size], device=x.device)
+        si = torch.as_tensor(s_donor[i: i + batch_size], device=x.device)
+        out.append(model.convert(x[si], model.encode(x[zi]).mean).float().cpu())
+    return VCSamples(real, gender[real], s_donor, z_donor, gender[z_donor], torch.cat(out))
+
+
+def gender_accuracy(train_x: torch.Tensor, train_gender: np.ndarray, test_x: torch.Tensor, test_gender: np.ndarray,
+                    seed: int = 0) -> float:
+    """Accuracy on real segments test_x (N, T, D) of a logistic classifier fit on segments train_x,
+    both read as their time-averaged spectra (N, D) (App. 7 of the paper)."""
+    time_avg = lambda x: x.float().mean(1).cpu().numpy()  # noqa: E731
+    clf = _classifier(seed).fit(time_avg(train_x), train_gender)
+    return float((clf.predict(time_avg(test_x)) == test_gender).mean())
+
+
+@torch.no_grad()
+def vc_mcas(model, data, pairs: int = 250, seed: int = 0, batch_size: int = 256, protocol: str = "paper",
+            segments: int = 500) -> dict[str, float]:
+    """{'vc_mcas', 'vc_mcas_real', and for the paper's protocol 'vc_mcas_n_real', 'vc_mcas_n_pairs'
+    (the counts used: fewer than asked when the test split is small)}; {} when the test speech
+    lacks two genders. Accuracies are fractions in [0, 1]."""
+    if protocol == "utterance":
+        return _vc_mcas_utterance(model, data, pairs, seed, batch_size)
+    if protocol != "paper":
+        raise ValueError(f"unknown VC-mCAS protocol {protocol!r}; expected paper or utterance")
+    vc = vc_samples(model, data, segments, pairs, seed, batch_size)
+    if vc is None:
+        return {}
+    real = data.test_x[torch.as_tensor(vc.real, device=data.test_x.device)]
+    out = {"vc_mcas": gender_accuracy(vc.generated, vc.label, real, vc.real_gender, seed),
+           "vc_mcas_n_real": len(vc.real), "vc_mcas_n_pairs": vc.n_pairs}
+    train_gender = _segment_genders(data, "train")
+    train = _balanced_segments(train_gender, len(vc.real) // 2, np.random.default_rng(seed + 1))
+    if train is not None:  # the baseline: as many real training segments in place of the conversions
+        rows = np.concatenate([train["F"], train["M"]])
+        x = data.train_x[torch.as_tensor(rows, device=data.train_x.device)]
+        out["vc_mcas_real"] = gender_accuracy(x, train_gender[rows], real, vc.real_gender, seed)
+    return out
+
+
+@torch.no_grad()
+def _vc_mcas_utterance(model, data, pairs: int, seed: int, batch_size: int) -> dict[str, float]:
+    """The earlier variant: `pairs` test utterances, each converted one way to an opposite-gender
+    donor's utterance-mean z, scored on every real test utterance."""
     utts = data.utterances
     gender = utts["gender"].to_numpy()
     test_rows = np.unique(data.test_utt.cpu().numpy())

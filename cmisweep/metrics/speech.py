@@ -24,7 +24,7 @@ def evaluate_speech(model, data, cfg: EvalConfig, out_dir: Path, seed: int = 0) 
         metrics["time/eer_s"] = time.perf_counter() - t0
     if cfg.vc_mcas:
         t0 = time.perf_counter()
-        metrics.update(vc_mcas(model, data, cfg.vc_pairs, seed, cfg.batch_size))
+        metrics.update(vc_mcas(model, data, cfg.vc_pairs, seed, cfg.batch_size, cfg.vc_protocol, cfg.vc_segments))
         metrics["time/vc_s"] = time.perf_counter() - t0
     if cfg.sample_grid:
         artifacts.append(conversion_figure(model, data, out_dir / "conversion.png", seed))

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from cmisweep.reports.frontier import SCORES, at_matched_kl, frontier
+from cmisweep.reports.frontier import SCORES, frontier
 from cmisweep.reports.plots import plot_kl_vs
-from cmisweep.reports.tables import TABLE_METRICS, method_by_gamma, paired_tests
+from cmisweep.reports.tables import TABLE_METRICS, UNITS_NOTE, matched_kl_table, method_by_gamma, paired_tests
 from cmisweep.reports.trials import collect_trials
 
 
@@ -43,13 +43,13 @@ def write_reports(sweep_dir: Path, space, exp_dir: str | None = None) -> pd.Data
 def markdown(name: str, trials: pd.DataFrame, front: pd.DataFrame, tests: pd.DataFrame, plots: list[Path]) -> str:
     counts = trials["status"].value_counts().to_dict() if len(trials) else {}
     lines = [f"# Sweep {name}", "", f"{len(trials)} trials: " + ", ".join(f"{v} {k}" for k, v in counts.items()), ""]
-    lines += [f"![{p.stem}]({p.name})" for p in plots] + [""]
+    lines += [UNITS_NOTE, ""] + [f"![{p.stem}]({p.name})" for p in plots] + [""]
     for col, label in TABLE_METRICS.items():
         table = method_by_gamma(trials, col)
         if not table.empty:
             lines += [f"## {label} (mean ± std over seeds; columns: gamma)", "", table.to_markdown(), ""]
     for label in front["score"].unique() if len(front) else []:
-        m = at_matched_kl(front, label)
+        label, m = matched_kl_table(front, label)  # in the report's units
         if not m.empty:
             lines += [f"## {label} at matched KL(z): the best each regularizer reaches with KL(z) <= k", "",
                       m.to_markdown(floatfmt=".4g"), ""]

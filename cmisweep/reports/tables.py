@@ -1,15 +1,59 @@
 """Tables laid out like the paper's Tables 4/5 (method x gamma, mean +- std over seeds) and the
-paired t-test of CMI against each baseline across gamma x seeds (the paper's App. 6.1)."""
+paired t-test of CMI against each baseline across gamma x seeds (the paper's App. 6.1), in the
+paper's units and signs (UNITS)."""
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
-from cmisweep.reports.frontier import KL, SCORES, finished, seed_means
+from cmisweep.reports.frontier import KL, SCORES, at_matched_kl, finished, seed_means
 
-TABLE_METRICS = {KL: "KL(z)", **{k: v[0] for k, v in SCORES.items()}, "final/ihat_paper": "I-hat paper",
-                 "final/ihat_exact": "I-hat exact", "final/test/elbo": "ELBO", "final/eer_s": "EER(s)"}
+# The report's label and unit of each column, with the factor it multiplies the stored value by:
+# the paper's units and signs (trials.parquet and frontier.parquet keep the stored values).
+# EER and VC-mCAS are stored as fractions and shown in percent, as the paper's Table 2. The paper's
+# "ELBO" column (Tables 4/5) is recon + KL, a positive number of nats; final/test/elbo stores the
+# ELBO itself, -(recon + KL(z) + KL(s)), so the report shows it negated as -ELBO.
+UNITS = {
+    KL: ("KL(z) (nats, test)", 1.0),
+    "final/aolr": ("AoLR (accuracy, fraction)", 1.0),
+    "final/aosvm": ("AoSVM (accuracy, fraction)", 1.0),
+    "final/mcas": ("mCAS (accuracy, fraction)", 1.0),
+    "final/mcas_svm": ("mCAS(SVM) (accuracy, fraction)", 1.0),
+    "final/eer_z": ("EER(z) [%]", 100.0),
+    "final/vc_mcas": ("VC-mCAS [%]", 100.0),
+    "final/ihat_paper": ("I-hat(z;s) paper form (nats, test)", 1.0),
+    "final/ihat_exact": ("I-hat(z;s) exact form (nats, test)", 1.0),
+    # the same two forms read by an MLP critic head: the accurate estimate (README.md, "I-hat")
+    "final/ihat_mlp_paper": ("I-hat(z;s) paper form, MLP critic (nats, test)", 1.0),
+    "final/ihat_mlp_exact": ("I-hat(z;s) exact form, MLP critic (nats, test)", 1.0),
+    "final/test/elbo": ("-ELBO (nats, test)", -1.0),
+    "final/eer_s": ("EER(s) [%]", 100.0),
+}
+UNITS_NOTE = ("Units: EER and VC-mCAS in percent (the stored fraction x 100, as the paper's Table 2); AoLR, "
+              "AoSVM, mCAS and mCAS(SVM) are accuracies as fractions in [0, 1]; -ELBO (recon + KL, positive, the "
+              "paper's Tables 4/5 'ELBO') and KL(z) in nats per example on test data, I-hat(z;s) in nats. "
+              "Paired t-tests: mean_diff is reference minus baseline in these units. trials.parquet and "
+              "frontier.parquet keep the stored values (fractions; the ELBO itself, negative).")
+TABLE_METRICS = {c: UNITS[c][0] if c in UNITS else SCORES[c][0]
+                 for c in [KL, *SCORES, "final/ihat_paper", "final/ihat_exact", "final/ihat_mlp_paper",
+                           "final/ihat_mlp_exact", "final/test/elbo", "final/eer_s"]}
+
+
+def factor(column: str) -> float:
+    """What the report multiplies a stored value of `column` by."""
+    return UNITS.get(column, ("", 1.0))[1]
+
+
+def matched_kl_table(front: pd.DataFrame, score_label: str) -> tuple[str, pd.DataFrame]:
+    """at_matched_kl for a frontier score label, in the report's label and units."""
+    column = next((c for c, (label, _) in SCORES.items() if label == score_label), None)
+    table = at_matched_kl(front, score_label)
+    if column is None:
+        return score_label, table
+    table = table * factor(column)
+    table.index.name = "KL(z) (nats, test) <="
+    return TABLE_METRICS[column], table
 
 
 def method_by_gamma(trials: pd.DataFrame, column: str) -> pd.DataFrame:
@@ -17,6 +61,8 @@ def method_by_gamma(trials: pd.DataFrame, column: str) -> pd.DataFrame:
     means = seed_means(trials, [column])
     if means.empty or column not in means:
         return pd.DataFrame()
+    f = factor(column)  # the report's units (UNITS)
+    means[column], means[f"{column}_std"] = means[column] * f, means[f"{column}_std"] * abs(f)
     key = means["gamma"].map("{:g}".format)
     if means["alpha"].notna().any():
         key = key + means["alpha"].map(lambda a: "" if pd.isna(a) else f"/a{a:g}")
@@ -42,7 +88,7 @@ def paired_tests(trials: pd.DataFrame, reference: str = "cmi") -> pd.DataFrame:
             a, b = f"{col}_ref", f"{col}_base"
             if a not in pair or b not in pair:
                 continue
-            p = pair[[a, b]].dropna()
+            p = pair[[a, b]].dropna() * factor(col)  # differences in the report's units and signs
             if len(p) < 2:
                 continue
             diff = p[a] - p[b]
