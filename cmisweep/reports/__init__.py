@@ -13,8 +13,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from cmisweep.reports.frontier import KL as KL_COLUMN
 from cmisweep.reports.frontier import SCORES, frontier
 from cmisweep.reports.plots import plot_kl_vs
+from cmisweep.reports.search import plot_search, searched_points
 from cmisweep.reports.tables import TABLE_METRICS, UNITS_NOTE, matched_kl_table, method_by_gamma, paired_tests
 from cmisweep.reports.trials import collect_trials
 
@@ -34,13 +36,20 @@ def write_reports(sweep_dir: Path, space, exp_dir: str | None = None) -> pd.Data
             p = plot_kl_vs(trials, front, column, out / f"kl_vs_{column.split('/')[-1]}.png")
             if p is not None:
                 plots.append(p)
+    points = searched_points(trials, space)
+    if len(points):
+        _atomic(lambda p: points.to_csv(p, index=False), out / "search_points.csv")
+        p = plot_search(points, space, out / "search_points.png")
+        if p is not None:
+            plots.append(p)
     tests = paired_tests(trials)
     _atomic(lambda p: tests.to_csv(p, index=False), out / "paired_tests.csv")
-    _atomic(lambda p: p.write_text(markdown(space.name, trials, front, tests, plots)), out / "report.md")
+    _atomic(lambda p: p.write_text(markdown(space.name, trials, front, tests, plots, points)), out / "report.md")
     return trials
 
 
-def markdown(name: str, trials: pd.DataFrame, front: pd.DataFrame, tests: pd.DataFrame, plots: list[Path]) -> str:
+def markdown(name: str, trials: pd.DataFrame, front: pd.DataFrame, tests: pd.DataFrame, plots: list[Path],
+             points: pd.DataFrame | None = None) -> str:
     counts = trials["status"].value_counts().to_dict() if len(trials) else {}
     lines = [f"# Sweep {name}", "", f"{len(trials)} trials: " + ", ".join(f"{v} {k}" for k, v in counts.items()), ""]
     lines += [UNITS_NOTE, ""] + [f"![{p.stem}]({p.name})" for p in plots] + [""]
@@ -53,6 +62,14 @@ def markdown(name: str, trials: pd.DataFrame, front: pd.DataFrame, tests: pd.Dat
         if not m.empty:
             lines += [f"## {label} at matched KL(z): the best each regularizer reaches with KL(z) <= k", "",
                       m.to_markdown(floatfmt=".4g"), ""]
+    if points is not None and len(points):
+        lines += ["## Points the searcher tried (objectives: mean over seed replicates, as told to the sampler)", "",
+                  points.to_markdown(index=False, floatfmt=".4g"), ""]
+    stopped = trials[trials["status"] == "STOPPED"] if len(trials) else trials
+    if len(stopped):
+        lines += ["## Stopped early by the scheduler", ""] + [
+            f"- {r['name']}: at epoch {r['stopped_at']}" + ("" if pd.isna(r.get(KL_COLUMN)) else ", evaluated")
+            for _, r in stopped.iterrows()] + [""]
     if len(tests):
         lines += ["## Paired t-tests (scipy.stats.ttest_rel) across gamma x seeds, gamma > 0", "",
                   tests.to_markdown(index=False, floatfmt=".4g"), ""]

@@ -11,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from cmisweep.status import EVALUATED
+
 KL = "final/test/kl_z"
 # downstream scores: column -> (label, higher is better)
 SCORES = {
@@ -25,9 +27,10 @@ GROUP = ["preset", "gamma", "alpha"]
 
 
 def finished(trials: pd.DataFrame) -> pd.DataFrame:
-    if trials.empty or "status" not in trials:
+    """The evaluated trials: finished ones, and stopped ones evaluated under scheduler.evaluate_stopped."""
+    if trials.empty or "status" not in trials or KL not in trials:
         return trials.iloc[0:0]
-    return trials[trials["status"] == "FINISHED"]
+    return trials[trials["status"].isin([str(s) for s in EVALUATED]) & trials[KL].notna()]
 
 
 def seed_means(trials: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
@@ -47,14 +50,19 @@ def seed_means(trials: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     return out
 
 
+def non_dominated(values: np.ndarray) -> np.ndarray:
+    """Mask of the rows of `values` (n points x k objectives, higher is better) that no other row
+    dominates (at least as good everywhere, better somewhere); rows with a non-finite value are off."""
+    keep = np.zeros(len(values), dtype=bool)
+    for i in range(len(values)):
+        dominated = (values >= values[i]).all(axis=1) & (values > values[i]).any(axis=1)
+        keep[i] = np.isfinite(values[i]).all() and not dominated.any()
+    return keep
+
+
 def pareto(kl: np.ndarray, score: np.ndarray, higher_better: bool) -> np.ndarray:
     """Mask of the points on the front of (minimize KL, optimize score)."""
-    s = score if higher_better else -score
-    keep = np.zeros(len(kl), dtype=bool)
-    for i in range(len(kl)):
-        dominated = (kl <= kl[i]) & (s >= s[i]) & ((kl < kl[i]) | (s > s[i]))
-        keep[i] = np.isfinite(kl[i]) and np.isfinite(s[i]) and not dominated.any()
-    return keep
+    return non_dominated(np.column_stack([-kl, score if higher_better else -score]))
 
 
 def frontier(trials: pd.DataFrame) -> pd.DataFrame:

@@ -7,7 +7,8 @@ import pandas as pd
 
 from cmisweep.sweep.search import point_from_config
 from cmisweep.sweep.space import point_name
-from cmisweep.sweep.trainable import STATUS
+from cmisweep.status import TrialStatus
+from cmisweep.sweep.trainable import STATUS, STOPPED_AT
 
 
 def collect_trials(exp_dir: str, space) -> pd.DataFrame:
@@ -25,18 +26,23 @@ def collect_trials(exp_dir: str, space) -> pd.DataFrame:
         point = point_from_config(space, trial.config)
         last = trial.last_result or {}
         status = last.get(STATUS)
+        stopped_at = last.get(STOPPED_AT)
         if trial.status == "ERROR":
-            status = "FAILED"
-        elif status is None:
-            status = {"TERMINATED": "STOPPED"}.get(trial.status, "UNFINISHED")
+            status = TrialStatus.FAILED
+        elif status is None:  # no final result: stopped by the scheduler at its last epoch, or not ended
+            status = TrialStatus.STOPPED if trial.status == "TERMINATED" else TrialStatus.UNFINISHED
+            stopped_at = int(last.get("epoch", 0)) if status == TrialStatus.STOPPED else None
         row = {
-            "trial_id": trial.trial_id, "name": point_name(point), "status": status,
-            "error": error_message(trial) if status == "FAILED" else None,
+            "trial_id": trial.trial_id, "name": point_name(point), "status": str(status),
+            "error": error_message(trial) if status == TrialStatus.FAILED else None,
             "preset": point["preset"], "gamma": point["gamma"], "alpha": point.get("alpha"),
             "seed": point["seed"], "epochs_done": int(last.get("epoch", 0)),
+            "stopped_at": None if stopped_at is None else int(stopped_at),
         }
         row.update({f"params.{k}": v for k, v in point.get("params", {}).items()})
         row.update({k: v for k, v in last.items() if k.startswith("final/")})
         rows.append(row)
     frame = pd.DataFrame(rows)
+    if len(frame):
+        frame["stopped_at"] = frame["stopped_at"].astype("Int64")
     return frame.sort_values(["preset", "gamma", "seed", "name"], kind="stable").reset_index(drop=True)

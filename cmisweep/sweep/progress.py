@@ -7,9 +7,10 @@ import time
 import pandas as pd
 from ray import tune
 
-from cmisweep.sweep.trainable import ERROR, STATUS
+from cmisweep.status import EVALUATED, TrialStatus
+from cmisweep.sweep.trainable import ERROR, STATUS, STOPPED_AT
 
-SUMMARY_COLUMNS = ["name", "status", "final/test/kl_z", "final/aolr", "final/mcas", "final/eer_z", "final/eer_s",
+SUMMARY_COLUMNS = ["name", "status", "stopped_at", "final/test/kl_z", "final/aolr", "final/mcas", "final/eer_z", "final/eer_s",
                    "final/vc_mcas", "final/ihat_exact", "final/test/elbo", "error"]
 
 
@@ -31,12 +32,13 @@ class Progress(tune.Callback):
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         name = self.name_of(trial.config, trial.trial_id)
-        if result.get(STATUS) == "FINISHED":
+        if result.get(STATUS) in EVALUATED:
             shown = "  ".join(f"{label}={_f(result[k])}" for k, label in (
                 ("final/test/kl_z", "KL(z)"), ("final/aolr", "AoLR"), ("final/mcas", "mCAS"), ("final/eer_z", "EER(z)"),
                 ("final/eer_s", "EER(s)"), ("final/vc_mcas", "VC-mCAS")) if k in result)
-            self._say(f"{name}: evaluated  {shown}")
-        elif result.get(STATUS) == "FAILED":
+            stop = f" (stopped by the scheduler at epoch {result[STOPPED_AT]})" if STOPPED_AT in result else ""
+            self._say(f"{name}: evaluated{stop}  {shown}")
+        elif result.get(STATUS) == TrialStatus.FAILED:
             self._say(f"{name}: FAILED: {result.get(ERROR)}")
         elif "val/objective" in result:
             self._say(f"{name}: epoch {result.get('epoch')}/{self.epochs}  objective={_f(result['val/objective'])}  "
@@ -48,7 +50,11 @@ class Progress(tune.Callback):
         return sum(t.status in ("TERMINATED", "ERROR") or t is trial for t in trials)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        self._say(f"{self.name_of(trial.config, trial.trial_id)} done ({self._done(trials, trial)}/{self.total} trials)")
+        last = trial.last_result or {}
+        how = "done"
+        if STATUS not in last:  # the scheduler ended it after an epoch, before any evaluation
+            how = f"stopped by the scheduler at epoch {last.get('epoch')}, not evaluated"
+        self._say(f"{self.name_of(trial.config, trial.trial_id)} {how} ({self._done(trials, trial)}/{self.total} trials)")
 
     def on_trial_error(self, iteration, trials, trial, **info):
         from cmisweep.sweep.tracking import error_message
@@ -60,6 +66,6 @@ class Progress(tune.Callback):
 def summary_table(frame: pd.DataFrame) -> str:
     if frame.empty:
         return "(no trials)"
-    cols = [c for c in SUMMARY_COLUMNS if c in frame.columns]
+    cols = [c for c in SUMMARY_COLUMNS if c in frame.columns and (c != "stopped_at" or frame[c].notna().any())]
     shown = frame[cols].rename(columns=lambda c: c.replace("final/", ""))
     return shown.to_string(index=False, float_format=lambda v: f"{v:.4g}", na_rep="-")

@@ -4,7 +4,11 @@ Layout of results/<name>/:
     space.yaml      the space as run, overrides and the data path resolved (a resume reads it)
     sweep.json      the sweep's id (it finds the MLflow parent run again), tracking URI, storage
     tune/           Ray Tune's experiment state and trial checkpoints (unless on shared storage)
+    optuna.db       the Optuna study of a sampled sweep (tpe / nsga2): what the sampler was told
     trials.parquet, frontier.parquet, reports/   the reports (cmisweep.reports)
+
+Exit codes: 0 every trial ended as planned; 3 a trial failed; 4 no trial was evaluated (every one
+stopped early by the scheduler before its evaluation); 130 interrupted (resume with --resume).
 """
 from __future__ import annotations
 
@@ -21,7 +25,7 @@ import yaml
 from cmisweep.errors import ConfigError
 from cmisweep.sweep.space import SearchSpace, load_space, point_name
 
-EXIT_OK, EXIT_FAILED_TRIALS, EXIT_INTERRUPTED = 0, 3, 130
+EXIT_OK, EXIT_FAILED_TRIALS, EXIT_NOTHING_EVALUATED, EXIT_INTERRUPTED = 0, 3, 4, 130
 
 
 def sweep_dir_for(space: SearchSpace, results_root: Path, file: str | None) -> Path:
@@ -128,6 +132,8 @@ def _execute(space, sweep_dir: Path, meta: dict, uri: str, *, resume: bool, addr
     from ray import tune
 
     from cmisweep.reports import write_reports
+    from cmisweep.reports.frontier import finished
+    from cmisweep.status import TrialStatus
     from cmisweep.sweep import search
     from cmisweep.sweep.progress import Progress, summary_table
     from cmisweep.sweep.tracking import Tracker
@@ -142,6 +148,8 @@ def _execute(space, sweep_dir: Path, meta: dict, uri: str, *, resume: bool, addr
     # snapshot the experiment state after every result (results come once per epoch): a driver
     # killed at any moment then loses at most the epoch in flight
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")
+    # the searcher's objectives are final metrics, in a trial's last result only (cmisweep.sweep.search)
+    os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
 
     def params_of(config: dict) -> dict:
         from cmisweep.sweep.space import trial_config
@@ -179,7 +187,8 @@ def _execute(space, sweep_dir: Path, meta: dict, uri: str, *, resume: bool, addr
                 trainable,
                 param_space=search.param_space(space),
                 tune_config=tune.TuneConfig(
-                    search_alg=search.search_algorithm(space), scheduler=search.scheduler(space),
+                    search_alg=search.search_algorithm(space, str(sweep_dir / "optuna.db")),
+                    scheduler=search.scheduler(space),
                     num_samples=search.num_samples(space), max_concurrent_trials=space.concurrency,
                     trial_name_creator=lambda t: name_of(t.config, t.trial_id),
                     trial_dirname_creator=lambda t: f"{name_of(t.config, t.trial_id)}_{t.trial_id}"),
@@ -196,20 +205,28 @@ def _execute(space, sweep_dir: Path, meta: dict, uri: str, *, resume: bool, addr
     wall = time.time() - t0
     frame = write_reports(sweep_dir, space, exp_dir)
     tracker.log_parent_artifacts(sweep_dir / "reports")
-    failed = int((frame["status"] == "FAILED").sum()) if len(frame) else 0
-    interrupted = interrupted or bool(len(frame) and (frame["status"] == "UNFINISHED").any())
+    failed = int((frame["status"] == TrialStatus.FAILED).sum()) if len(frame) else 0
+    interrupted = interrupted or bool(len(frame) and (frame["status"] == TrialStatus.UNFINISHED).any())
+    evaluated = len(finished(frame))
+    stopped = int((frame["status"] == TrialStatus.STOPPED).sum()) if len(frame) else 0
     if interrupted:
         tracker.finish("KILLED", unfinished_status="KILLED")
     else:
         tracker.finish("FAILED" if failed else "FINISHED", unfinished_status="FAILED")
     print(summary_table(frame), flush=True)
-    print(f"\nsweep {space.name}: {len(frame)} trials, {failed} failed, {wall / 60:.1f} min", flush=True)
+    print(f"\nsweep {space.name}: {len(frame)} trials, {evaluated} evaluated, {stopped} stopped early, {failed} failed, "
+          f"{wall / 60:.1f} min", flush=True)
     print(f"reports: {sweep_dir / 'reports'}\ntracking: {uri} (open with: cmisweep ui {space.name})", flush=True)
     if tracker.errors:
         print(f"warning: {tracker.errors} MLflow logging calls failed; see the warnings above", file=sys.stderr)
     if interrupted:
         print(f"interrupted: continue with `cmisweep run {sweep_dir / 'space.yaml'} --resume`", file=sys.stderr)
         return EXIT_INTERRUPTED
+    if len(frame) and not evaluated:
+        print(f"error: no trial was evaluated ({stopped} stopped early by the scheduler, {failed} failed): the "
+              "reports have no final metrics; set scheduler.evaluate_stopped: true, or raise grace_period",
+              file=sys.stderr)
+        return EXIT_NOTHING_EVALUATED
     return EXIT_FAILED_TRIALS if failed else EXIT_OK
 
 

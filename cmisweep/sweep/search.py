@@ -4,6 +4,12 @@ grid:  one grid_search over explicit points (presets x gamma x alpha x params x 
        vanilla duplicates at gamma = 0 removed).
 tpe:   Optuna's TPE on one objective; nsga2: Optuna's NSGA-II on two or more. Seeds replicate
        every sampled point (`Replicates`) and the sampler is told the mean over the replicates.
+       The Optuna study lives in results/<name>/optuna.db (open it with optuna.load_study), so a
+       researcher can read what the sampler was told, and a resumed sweep continues it.
+
+The objectives are final metrics, present only in a trial's last result; Tune's check that every
+result carries the searcher's metric is therefore off (`TUNE_DISABLE_STRICT_METRIC_CHECKING`, set
+by the runner), and the space's validation checks the names instead.
 """
 from __future__ import annotations
 
@@ -22,11 +28,18 @@ class Replicates(Repeater):
     def on_trial_complete(self, trial_id: str, result: dict | None = None, **kwargs) -> None:
         group = self._trial_id_to_group[trial_id]
         metrics = self.searcher.metric if isinstance(self.searcher.metric, list) else [self.searcher.metric]
-        group.report(trial_id, {m: float((result or {}).get(m, np.nan)) for m in metrics})
+        group.report(trial_id, {m: _number((result or {}).get(m)) for m in metrics})
         if group.finished_reporting():
             means = {m: float(np.nanmean([s[m] for s in group.scores()])) if any(
                 np.isfinite(s[m]) for s in group.scores()) else float("nan") for m in metrics}
-            self.searcher.on_trial_complete(group.primary_trial_id, result=means, **kwargs)
+            if all(np.isfinite(v) for v in means.values()):
+                self.searcher.on_trial_complete(group.primary_trial_id, result=means, **kwargs)
+            else:  # every replicate failed or was stopped unevaluated: a failed point, not a NaN score
+                self.searcher.on_trial_complete(group.primary_trial_id, result=None, error=True)
+
+
+def _number(v) -> float:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else float("nan")
 
 
 def _dist(v):
@@ -59,7 +72,9 @@ def point_from_config(space: SearchSpace, config: dict) -> dict:
             "seed": seeds[int(config.get(TRIAL_INDEX, 0)) % len(seeds)], "params": dict(config.get("params") or {})}
 
 
-def search_algorithm(space: SearchSpace) -> Searcher | None:
+def search_algorithm(space: SearchSpace, study_db: str | None = None) -> Searcher | None:
+    """The searcher of a sampled space; its Optuna study is kept in the sqlite file `study_db`
+    (in memory if None)."""
     algo = space.algorithm
     if algo.kind == "grid":
         return None
@@ -70,11 +85,13 @@ def search_algorithm(space: SearchSpace) -> Searcher | None:
     if algo.kind == "tpe":
         sampler = optuna.samplers.TPESampler(seed=algo.seed)
     else:
-        sampler = optuna.samplers.NSGAIISampler(seed=algo.seed)
+        sampler = optuna.samplers.NSGAIISampler(seed=algo.seed, population_size=algo.generation)
     metrics = [o.metric for o in algo.objectives]
     modes = [o.mode for o in algo.objectives]
+    storage = optuna.storages.RDBStorage(f"sqlite:///{study_db}") if study_db else None
     searcher = OptunaSearch(metric=metrics if len(metrics) > 1 else metrics[0],
-                            mode=modes if len(modes) > 1 else modes[0], sampler=sampler)
+                            mode=modes if len(modes) > 1 else modes[0], sampler=sampler,
+                            study_name=space.name, storage=storage)
     return Replicates(searcher, repeat=len(space.search.seeds), set_index=True)
 
 
@@ -89,10 +106,10 @@ def scheduler(space: SearchSpace):
     sc = space.scheduler
     if sc is None:
         return None
-    from ray.tune.schedulers import ASHAScheduler
+    from cmisweep.sweep.early_stop import EpochASHA
 
-    return ASHAScheduler(time_attr="epoch", metric=sc.metric, mode=sc.mode, max_t=space.trial.train.epochs,
-                         grace_period=sc.grace_period, reduction_factor=sc.reduction_factor)
+    return EpochASHA(metric=sc.metric, mode=sc.mode, max_t=space.trial.train.epochs, grace_period=sc.grace_period,
+                     reduction_factor=sc.reduction_factor, evaluate_stopped=sc.evaluate_stopped, sweep=space.name)
 
 
 def n_trials(space: SearchSpace) -> int:

@@ -9,7 +9,7 @@
       seeds: [0, 1, 2]            # replicates of every point
       params: {train.lr: [1.0e-4, 3.0e-4]}  # any other key of the trial config
     algorithm: {kind: grid | tpe | nsga2, num_samples: 20, objectives: [{metric: final/aolr, mode: max}]}
-    scheduler: {kind: asha, metric: val/objective, mode: max, grace_period: 2}
+    scheduler: {kind: asha, metric: val/elbo, mode: max, grace_period: 2, evaluate_stopped: false}
     resources: {cpu: 1, gpu: 0.25}
     concurrency: 4
     max_failures: 1
@@ -79,12 +79,23 @@ class Objective(Strict):
     metric: str
     mode: Literal["min", "max"]
 
+    @field_validator("metric")
+    @classmethod
+    def _final(cls, v: str):
+        if not v.startswith("final/"):
+            raise ValueError(f"an objective is a final metric (final/<name>, e.g. final/aolr), got {v!r}: the "
+                             "searcher is told each point's score once its trials are evaluated")
+        return v
+
 
 class Algorithm(Strict):
     kind: Literal["grid", "tpe", "nsga2"] = "grid"
     num_samples: PosInt | None = None  # points to sample (tpe / nsga2); each runs once per seed
     objectives: list[Objective] = []
     seed: Annotated[int, Field(ge=0)] = 0  # the sampler's seed
+    # nsga2: points per generation. Default num_samples // 4 (2 to 50, Optuna's default being 50),
+    # so that a small budget still runs several generations instead of one of random points
+    population_size: Annotated[int, Field(ge=2)] | None = None
 
     @model_validator(mode="after")
     def _check(self):
@@ -94,18 +105,43 @@ class Algorithm(Strict):
             return self
         if self.num_samples is None:
             raise ValueError(f"algorithm {self.kind} needs num_samples")
+        if self.population_size is not None and self.kind != "nsga2":
+            raise ValueError("population_size is for nsga2")
         want = "exactly one objective" if self.kind == "tpe" else "two or more objectives"
         if (self.kind == "tpe") != (len(self.objectives) == 1) or not self.objectives:
             raise ValueError(f"algorithm {self.kind} needs {want}, got {len(self.objectives)}")
         return self
 
 
+    @property
+    def generation(self) -> int:
+        return self.population_size or max(2, min(50, (self.num_samples or 0) // 4))
+
+
 class Scheduler(Strict):
+    """ASHA (Li et al. 2020) on a per-epoch metric, with epochs as its time.
+
+    The default metric is val/elbo, the one per-epoch score that means the same thing for every
+    regularizer and weight (val/objective is J, whose scale moves with alpha and gamma).
+    evaluate_stopped: a trial ASHA stops at a rung is evaluated too (status STOPPED, its final
+    metrics at its best epoch so far). Off by default: early stopping exists to save compute, an
+    evaluation costs about as much as the training of a reduced trial, and a stopped trial is by
+    ASHA's judgement a weak one; turn it on to put the stopped points on the frontier."""
+
     kind: Literal["asha"] = "asha"
-    metric: str = "val/objective"
+    metric: str = "val/elbo"
     mode: Literal["min", "max"] = "max"
     grace_period: PosInt = 1
     reduction_factor: Annotated[float, Field(gt=1)] = 3.0
+    evaluate_stopped: bool = False
+
+    @field_validator("metric")
+    @classmethod
+    def _per_epoch(cls, v: str):
+        if not v.startswith(("val/", "train/")):
+            raise ValueError(f"ASHA judges the per-epoch results: expected a val/ or train/ metric (e.g. val/elbo), "
+                             f"got {v!r}")
+        return v
 
 
 class Resources(Strict):
@@ -150,6 +186,13 @@ class SearchSpace(Strict):
         if self.algorithm.kind == "grid" and self.search.ranges():
             raise ValueError(f"search: ranges {sorted(self.search.ranges())} need algorithm tpe or nsga2 "
                              "(a grid takes lists)")
+        if self.scheduler is not None and len(self.algorithm.objectives) > 1:
+            raise ValueError("scheduler: ASHA ranks trials by one per-epoch metric, which would prune points of "
+                             f"the {len(self.algorithm.objectives)}-objective Pareto front (a small KL(z) costs ELBO); "
+                             "remove the scheduler, or search one objective with tpe")
+        if self.scheduler is not None and self.scheduler.grace_period >= self.trial.train.epochs:
+            raise ValueError(f"scheduler.grace_period = {self.scheduler.grace_period} leaves no rung before the "
+                             f"last epoch (trial.train.epochs = {self.trial.train.epochs})")
         if self.search.alpha is not None and self.search.presets != ["cmi"]:
             raise ValueError("search.alpha (independent of gamma) is for presets: [cmi] only")
         return self

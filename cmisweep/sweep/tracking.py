@@ -20,7 +20,8 @@ from mlflow.tracking import MlflowClient
 from ray import tune
 
 from cmisweep.errors import ConfigError
-from cmisweep.sweep.trainable import ERROR, STATUS
+from cmisweep.status import EVALUATED, TrialStatus
+from cmisweep.sweep.trainable import ERROR, STATUS, STOPPED_AT
 
 log = logging.getLogger(__name__)
 TAG_SWEEP = "cmisweep.sweep_id"
@@ -29,6 +30,7 @@ TAG_TRIAL = "cmisweep.trial_id"
 TAG_FINAL = "cmisweep.final_logged"
 TAG_STATUS = "cmisweep.status"
 TAG_ERROR = "cmisweep.error"
+TAG_STOPPED_AT = "cmisweep.stopped_at"
 TUNE_KEYS = {"time_this_iter_s", "timestamp", "training_iteration", "pid", "time_total_s", "done",
              "iterations_since_restore", "time_since_restore", "checkpoint_dir_name"}
 
@@ -167,7 +169,7 @@ class Tracker(tune.Callback):
         run_id = self._child(trial)
         epoch = int(result.get("epoch", 0))
         ts = int(result.get("timestamp", 0) * 1000)
-        if result.get(STATUS) == "FINISHED":
+        if result.get(STATUS) in EVALUATED:
             run = self.client.get_run(run_id)
             if run.data.tags.get(TAG_FINAL) != "true":
                 finals = [Metric(k, float(v), ts, epoch) for k, v in result.items()
@@ -176,7 +178,7 @@ class Tracker(tune.Callback):
                     self.client.log_batch(run_id, metrics=finals[i: i + 500])
                 self.client.set_tag(run_id, TAG_FINAL, "true")
             return
-        if result.get(STATUS) == "FAILED":
+        if result.get(STATUS) == TrialStatus.FAILED:
             self.client.log_batch(run_id, tags=[RunTag(TAG_ERROR, str(result.get(ERROR, ""))[:5000])])
             return
         if epoch <= self._last_epoch(run_id):
@@ -193,20 +195,24 @@ class Tracker(tune.Callback):
         run_id = self._child(trial)
         last = trial.last_result or {}
         status = last.get(STATUS)
-        if status == "FINISHED" and trial.checkpoint is not None:
+        if status in EVALUATED and trial.checkpoint is not None:
             with trial.checkpoint.as_directory() as d:
                 art = Path(d) / "artifacts"
                 if art.is_dir():
                     self.client.log_artifacts(run_id, str(art))
-        if status is None:  # stopped by the scheduler before the evaluation
-            status = "STOPPED"
-        self.client.set_tag(run_id, TAG_STATUS, status)
-        self.client.set_terminated(run_id, "FAILED" if status == "FAILED" else "FINISHED")
+        tags = []
+        if status is None:  # stopped by the scheduler before the evaluation: its last result is an epoch's
+            status = TrialStatus.STOPPED
+            tags.append(RunTag(TAG_STOPPED_AT, str(int(last.get("epoch", 0)))))
+        elif STOPPED_AT in last:
+            tags.append(RunTag(TAG_STOPPED_AT, str(int(last[STOPPED_AT]))))
+        self.client.log_batch(run_id, tags=[RunTag(TAG_STATUS, str(status)), *tags])
+        self.client.set_terminated(run_id, "FAILED" if status == TrialStatus.FAILED else "FINISHED")
 
     def on_trial_error(self, iteration, trials, trial, **info):
         def fail():
             run_id = self._child(trial)
-            self.client.log_batch(run_id, tags=[RunTag(TAG_STATUS, "FAILED"),
+            self.client.log_batch(run_id, tags=[RunTag(TAG_STATUS, TrialStatus.FAILED),
                                                 RunTag(TAG_ERROR, error_message(trial)[:5000])])
             self.client.set_terminated(run_id, "FAILED")
 

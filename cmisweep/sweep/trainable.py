@@ -5,7 +5,9 @@ restarted trial continues exactly where its last checkpoint left it. At the end 
 best epoch and reports the final metrics as final/<name>, with a last checkpoint that also holds
 the artifacts (resolved config, sample grid, training curves) for the tracker to log.
 A trial whose loss turns non-finite reports status FAILED with the reason and is not retried:
-training it again would diverge again.
+training it again would diverge again. Under ASHA with `evaluate_stopped`, a trial that the
+scheduler asked to stop (cmisweep.sweep.early_stop) ends training there, is evaluated, and reports
+status STOPPED with the rung in `cmisweep/stopped_at`.
 """
 from __future__ import annotations
 
@@ -20,14 +22,21 @@ import yaml
 from ray import tune
 
 from cmisweep.errors import TrainingDiverged
+from cmisweep.status import TrialStatus
 from cmisweep.sweep.search import point_from_config
 from cmisweep.sweep.space import SearchSpace, trial_config
 from cmisweep.trial import build_trainer, evaluate
 
 CHECKPOINT_FILE = "checkpoint.pt"
 FINAL_FILE = "final.json"  # in the last checkpoint: the final result, reported again after a restore
-STATUS = "cmisweep/status"  # FINISHED | FAILED, in the last result of a trial
+STATUS = "cmisweep/status"  # a TrialStatus, in the last result of a trial
 ERROR = "cmisweep/error"
+STOPPED_AT = "cmisweep/stopped_at"  # the epoch (ASHA's rung) at which the scheduler stopped the trial
+
+
+class _StopRequested(Exception):
+    def __init__(self, epoch: int):
+        self.epoch = epoch
 
 
 def _numbers(metrics: dict) -> dict:
@@ -57,16 +66,28 @@ def make_trainable(space: SearchSpace):
             with ckpt.as_directory() as d:
                 trainer.restore(Path(d) / CHECKPOINT_FILE)
 
+        asks_to_stop = space.scheduler is not None and space.scheduler.evaluate_stopped
+        trial_id = tune.get_context().get_trial_id()
+
         def report_epoch(metrics: dict, trainer) -> None:
             with tempfile.TemporaryDirectory(prefix="cmisweep-ckpt-") as d:
                 trainer.save(Path(d) / CHECKPOINT_FILE)
                 tune.report(_numbers(metrics), checkpoint=tune.Checkpoint.from_directory(d))
+            if asks_to_stop and trainer.epoch < cfg.train.epochs:
+                from cmisweep.sweep.early_stop import stop_requested
 
+                rung = stop_requested(space.name, trial_id, trainer.epoch)
+                if rung is not None:
+                    raise _StopRequested(rung)
+
+        stopped_at = None
         try:
             trainer.fit(cfg.train.epochs, on_epoch=report_epoch)
         except TrainingDiverged as e:
-            tune.report({"epoch": e.epoch, STATUS: "FAILED", ERROR: str(e)})
+            tune.report({"epoch": e.epoch, STATUS: TrialStatus.FAILED.value, ERROR: str(e)})
             return
+        except _StopRequested as stop:
+            stopped_at = stop.epoch
         with tempfile.TemporaryDirectory(prefix="cmisweep-final-") as d:
             out = Path(d)
             art = out / "artifacts"
@@ -82,7 +103,9 @@ def make_trainable(space: SearchSpace):
             trainer.save(out / CHECKPOINT_FILE)
             last = trainer.history[-1] if trainer.history else {"epoch": 0}
             final = {**_numbers(last), **{f"final/{k}": v for k, v in _numbers(metrics).items()}}
-            final[STATUS] = "FINISHED"
+            final[STATUS] = (TrialStatus.FINISHED if stopped_at is None else TrialStatus.STOPPED).value
+            if stopped_at is not None:
+                final[STOPPED_AT] = stopped_at
             (out / FINAL_FILE).write_text(json.dumps(final))
             tune.report(final, checkpoint=tune.Checkpoint.from_directory(d))
 
