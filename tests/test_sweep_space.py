@@ -64,6 +64,16 @@ def load_space_dict(d, tmp=None):
     ({"name": "../escape"}, "name", "letters, digits"),
     ({"search": {"params": {"train.epochs": [-1]}}}, "search.params.train.epochs", "greater than or equal to 0"),
     ({"resources": {"gpu": 1.5}}, "resources.gpu", "fraction"),
+    # ASHA judges per-epoch results: not a final metric, and not a two-objective space's front
+    ({"scheduler": {"metric": "final/aolr"}}, "scheduler.metric", "per-epoch"),
+    ({"scheduler": {"grace_period": 1}, "search": {"gamma": {"low": 0.0, "high": 0.5}},
+      "algorithm": {"kind": "nsga2", "num_samples": 4, "objectives": [
+          {"metric": "final/test/kl_z", "mode": "min"}, {"metric": "final/aolr", "mode": "max"}]}},
+     None, "Pareto front"),
+    ({"scheduler": {"grace_period": 1}}, None, "no rung before the last epoch"),
+    ({"search": {"gamma": {"low": 0.0, "high": 0.5}},
+      "algorithm": {"kind": "tpe", "num_samples": 4, "objectives": [{"metric": "val/elbo", "mode": "max"}]}},
+     "algorithm.objectives[0].metric", "final metric"),
 ])
 def test_bad_spaces_name_the_key(tmp_path, change, key, expected):
     data = tiny_space()
