@@ -4,6 +4,7 @@ Layout of results/<name>/:
     space.yaml      the space as run, overrides and the data path resolved (a resume reads it)
     sweep.json      the sweep's id (it finds the MLflow parent run again), tracking URI, storage
     tune/           Ray Tune's experiment state and trial checkpoints (unless on shared storage)
+    tune-state/     the last complete copy of Tune's experiment state (cmisweep.sweep.state_backup)
     optuna.db       the Optuna study of a sampled sweep (tpe / nsga2): what the sampler was told
     trials.parquet, frontier.parquet, reports/   the reports (cmisweep.reports)
 
@@ -136,6 +137,7 @@ def _execute(space, sweep_dir: Path, meta: dict, uri: str, *, resume: bool, addr
     from cmisweep.status import TrialStatus
     from cmisweep.sweep import search
     from cmisweep.sweep.progress import Progress, summary_table
+    from cmisweep.sweep.state_backup import StateBackup, repair
     from cmisweep.sweep.tracking import Tracker
     from cmisweep.sweep.trainable import make_trainable
     from cmisweep.trial import flat_params
@@ -174,6 +176,10 @@ def _execute(space, sweep_dir: Path, meta: dict, uri: str, *, resume: bool, addr
     storage_root = exp_dir.rsplit("/", 1)[0]  # Tune's storage_path; "tune" is the experiment's name
     t0 = time.time()
     interrupted = False
+    backup = StateBackup(sweep_dir / "tune-state")
+    if resume and repair(exp_dir, backup.backup_dir):
+        print("note: Tune's experiment state was cut short by the crash; resuming from its last complete copy",
+              file=sys.stderr, flush=True)
     try:
         if resume and tune.Tuner.can_restore(exp_dir):
             tuner = tune.Tuner.restore(exp_dir, trainable, resume_errored=True)
@@ -181,7 +187,7 @@ def _execute(space, sweep_dir: Path, meta: dict, uri: str, *, resume: bool, addr
             # (the pickled ones would work too: they find their runs by tags in setup()).
             local = getattr(tuner, "_local_tuner", None)
             if local is not None and hasattr(local, "_run_config"):
-                local._run_config.callbacks = [tracker, progress]
+                local._run_config.callbacks = [tracker, progress, backup]
         else:
             tuner = tune.Tuner(
                 trainable,
@@ -193,7 +199,7 @@ def _execute(space, sweep_dir: Path, meta: dict, uri: str, *, resume: bool, addr
                     trial_name_creator=lambda t: name_of(t.config, t.trial_id),
                     trial_dirname_creator=lambda t: f"{name_of(t.config, t.trial_id)}_{t.trial_id}"),
                 run_config=tune.RunConfig(
-                    name="tune", storage_path=storage_root, callbacks=[tracker, progress], verbose=0,
+                    name="tune", storage_path=storage_root, callbacks=[tracker, progress, backup], verbose=0,
                     checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
                     failure_config=tune.FailureConfig(max_failures=space.max_failures)),
             )
