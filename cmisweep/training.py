@@ -122,27 +122,40 @@ class Trainer:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.dim() == 4 else x
 
     def train_step(self, x: torch.Tensor) -> tuple[R.ObjectiveParts, torch.Tensor | None]:
-        amp = autocast(self.device, self.precision)
-        self.critics.requires_grad_(False)  # the VAE step moves the VAE alone
-        with amp:
-            terms = self.model.elbo_terms(x)
-            m_logits, c_logits = R.critic_logits(self.critics, terms.z, terms.s)
-            parts = R.objective(self.reg, terms.recon, terms.kl_z, terms.kl_s, m_logits, c_logits)
-        self.opt.zero_grad(set_to_none=True)
-        parts.loss.backward()
-        self.opt.step()
-        self.critics.requires_grad_(True)
+        parts, z, s = self.vae_step(x)
         closs = None
         if self.critic_opt is not None:
-            z, s = terms.z.detach(), terms.s.detach()
             for _ in range(self.reg.critic_steps):
-                with amp:
-                    closs = R.critic_batch_loss(self.critics, z, s, self.reg.c_form)
-                self.critic_opt.zero_grad(set_to_none=True)
-                closs.backward()
-                self.critic_opt.step()
-            closs = closs.detach()
+                closs = self.critic_step(z, s)
         return parts, closs
+
+    def vae_step(self, x: torch.Tensor) -> tuple[R.ObjectiveParts, torch.Tensor, torch.Tensor]:
+        """One Adam step of the VAE on -J; returns the terms and the batch's detached (z, s).
+
+        The critics only read here: no gradient to their weights, and their BatchNorm layers
+        normalize with the batch's statistics (the function Eq. 12 trains) without folding this
+        batch into the running statistics, which the critic steps alone update."""
+        self.critics.requires_grad_(False)
+        try:
+            with autocast(self.device, self.precision), _frozen_batchnorm(self.critics):
+                terms = self.model.elbo_terms(x)
+                m_logits, c_logits = R.critic_logits(self.critics, terms.z, terms.s)
+                parts = R.objective(self.reg, terms.recon, terms.kl_z, terms.kl_s, m_logits, c_logits)
+            self.opt.zero_grad(set_to_none=True)
+            parts.loss.backward()
+            self.opt.step()
+        finally:
+            self.critics.requires_grad_(True)
+        return parts, terms.z.detach(), terms.s.detach()
+
+    def critic_step(self, z: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        """One Adam step of the critics with Eq. 12 on encodings (z, s), fresh negatives."""
+        with autocast(self.device, self.precision):
+            closs = R.critic_batch_loss(self.critics, z, s, self.reg.c_form)
+        self.critic_opt.zero_grad(set_to_none=True)
+        closs.backward()
+        self.critic_opt.step()
+        return closs.detach()
 
     def _check_finite(self, pending: list[torch.Tensor], epoch: int, first_step: int) -> None:
         """Raise TrainingDiverged at the first step whose VAE or critic loss is non-finite or
@@ -258,6 +271,21 @@ class Trainer:
 
     def restore(self, path: str | Path) -> None:
         self.load_state_dict(torch.load(path, map_location=self.device, weights_only=True))
+
+
+@contextlib.contextmanager
+def _frozen_batchnorm(module: nn.Module):
+    """BatchNorm layers in training mode keep using batch statistics but stop updating their
+    running statistics (with track_running_stats off, a training-mode BatchNorm passes no running
+    buffers to batch_norm); eval-mode layers are untouched."""
+    bns = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    for m in bns:
+        m.track_running_stats = False
+    try:
+        yield
+    finally:
+        for m in bns:
+            m.track_running_stats = True
 
 
 def _cpu_copy(state: dict) -> dict:

@@ -29,7 +29,10 @@ def mcas(model, train_x, train_y, test_x, test_y, real_per_class: int = 10, samp
     fake = model.generate(z, samples, noise=noise)
     fake_labels = labels.repeat_interleave(samples)
     test_np, test_y_np = _flat(test_x), test_y.cpu().numpy()
-    gen = fit_score(_flat(fake), fake_labels.cpu().numpy(), test_np, test_y_np, seed)
-    base = fit_score(_flat(real), labels.cpu().numpy(), test_np, test_y_np, seed)
-    scores = {"mcas": gen["lr"], "mcas_svm": gen["svm"], "mcas_real": base["lr"], "mcas_real_svm": base["svm"]}
+    fake_np, real_np = _flat(fake), _flat(real)
+    gen = fit_score(fake_np, fake_labels.cpu().numpy(), test_np, test_y_np, seed)
+    base = fit_score(real_np, labels.cpu().numpy(), test_np, test_y_np, seed)
+    scores = {"mcas": gen["lr"], "mcas_svm": gen["svm"], "mcas_real": base["lr"], "mcas_real_svm": base["svm"],
+              # what the classifiers were fitted on (the paper: 100 real images, 1000 samples)
+              "mcas_n_real": len(real_np), "mcas_n_generated": len(fake_np), "mcas_n_test": len(test_np)}
     return scores, real, fake

@@ -60,7 +60,9 @@ def measure_eval(cfg) -> float:
         x = random_batch(cfg.data, ic.batch_size * 3)
         spec = model.critic_spec
         head = spec.head if ic.head == "model" else ic.head
-        critics = {f: JointCritic(model.z_dim, spec.s_shape, head, ic.width) for f in ("paper", "exact")}
+        # the evaluation's critics: both forms of the chosen head, and of the MLP head beside it
+        critics = {(h, f): JointCritic(model.z_dim, spec.s_shape, h, ic.width)
+                   for h in dict.fromkeys((head, "mlp")) for f in ("paper", "exact")}
         sampler = mutual_info.model_sampler(model, x, torch.Generator().manual_seed(0))
         t0 = time.perf_counter()
         mutual_info.fit_critics(critics, sampler, 3, ic.batch_size, ic.lr)
