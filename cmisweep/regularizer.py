@@ -141,12 +141,17 @@ def kl_estimate(pos_logits: torch.Tensor) -> torch.Tensor:
     return pos_logits.float().mean()
 
 
-def negative_z(z: torch.Tensor, form: CForm) -> torch.Tensor:
+def negative_z(z: torch.Tensor, form: CForm, generator: torch.Generator | None = None) -> torch.Tensor:
     """Negatives for D_c, paired with the batch's own s: z ~ p(z) = N(0, I) (the paper: p(z)q(s)),
-    or z shuffled across the batch (exact: q(z)q(s), the FactorVAE trick)."""
+    or z shuffled across the batch (exact: q(z)q(s), the FactorVAE trick). generator: a CPU
+    generator of its own (I-hat's critic ensemble gives each member one), else torch's global."""
     if form == "paper":
-        return torch.randn_like(z)
-    return z[torch.randperm(z.shape[0], device=z.device)]
+        if generator is None:
+            return torch.randn_like(z)
+        return torch.randn(z.shape, generator=generator, dtype=z.dtype).to(z.device)
+    if generator is None:
+        return z[torch.randperm(z.shape[0], device=z.device)]
+    return z[torch.randperm(z.shape[0], generator=generator).to(z.device)]
 
 
 @dataclass
