@@ -53,6 +53,7 @@ bench: install
 	RAY_AUTH_MODE=disabled MLFLOW_DISABLE_TELEMETRY=true $(BIN)/python bench/sweep_overhead.py
 	RAY_AUTH_MODE=disabled MLFLOW_DISABLE_TELEMETRY=true $(BIN)/python bench/memory.py
 	RAY_AUTH_MODE=disabled MLFLOW_DISABLE_TELEMETRY=true $(BIN)/python bench/gpu.py
+	$(BIN)/python bench/evaluation.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache
