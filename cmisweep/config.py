@@ -59,9 +59,14 @@ class PixelCNNConfig(Strict):
     s_layer: Annotated[int, Field(ge=2)] = 6
     z_channels: PosInt = 4
     encoder_channels: PosInt = 64
+    # plain: masked convs with ReLU; he2019: the residual PixelCNN of He et al. (2019) that Sect. 6.1
+    # of the paper uses (cmisweep/models/he2019.py)
+    decoder: Literal["plain", "he2019"] = "plain"
 
     @model_validator(mode="after")
     def _check(self):
+        if self.decoder == "he2019" and self.maps % 2:
+            raise ValueError(f"decoder he2019 halves the maps in its bottleneck blocks: maps = {self.maps} must be even")
         if self.s_layer > self.layers:
             raise ValueError(f"s_layer = {self.s_layer} must be <= layers = {self.layers} (s is the input of layer s_layer)")
         if self.kernel_sizes is not None:

@@ -26,12 +26,13 @@ def test_shipped_spaces_are_valid_and_match_the_paper():
         t = space.trial
         assert (t.train.epochs, t.train.batch_size, t.train.lr) == (300, 50, 1e-4)
         assert (t.critic_lr, t.regularizer.critic_steps, space.resources.gpu) == (1e-3, 2, 0.25)
-        assert (t.model.layers, t.model.maps) == (13, 64)
+        assert (t.model.layers, t.model.maps, t.model.decoder) == (13, 64, "he2019")  # Sect. 6.1
     # gamma = 0 is the same vanilla trial for every preset: it runs once per seed
     assert len(grid_points(fm)) == 3 * 9 * 3 + 3 and len(grid_points(mn)) == 3 * 7 * 3 + 3
     ag = load_space(SPACES / "fmnist-alpha-gamma.yaml")
     assert ag.algorithm.kind == "nsga2" and len(ag.algorithm.objectives) == 2
     assert search.n_trials(ag) == ag.algorithm.num_samples * len(ag.search.seeds)
+    assert ag.trial.model.decoder == "he2019"
     q = load_space(SPACES / "quickstart.yaml")
     assert {p["preset"] for p in grid_points(q)} == {"beta", "cmi"}
 

@@ -10,10 +10,10 @@ from cmisweep.training import Trainer
 from helpers import synthetic_images
 
 
-def make(reg=None, seed=0, train_x=None, **train):
+def make(reg=None, seed=0, train_x=None, decoder="plain", **train):
     reg = reg or R.preset("cmi", 0.3)
     torch.manual_seed(seed)
-    model = PixelCNNVAE(z_dim=4, layers=6, maps=8, encoder_channels=8)
+    model = PixelCNNVAE(z_dim=4, layers=6, maps=8, encoder_channels=8, decoder=decoder)
     critics = build_critics(4, model.critic_spec, reg.uses_m, reg.uses_c, width=16)
     x, _ = synthetic_images(200, seed=1)
     cfg = TrainConfig(**{"epochs": 3, "batch_size": 25, "lr": 1e-3, "steps_per_epoch": 4, **train})
@@ -38,6 +38,23 @@ def test_resumed_run_continues_exactly(reg, tmp_path):
     assert [h["val/objective"] for h in resumed.history] == [h["val/objective"] for h in straight.history]
     assert all(torch.equal(a, b) for a, b in zip(params(resumed), params(straight)))
     assert resumed.best["epoch"] == straight.best["epoch"]
+
+
+def test_he2019_resume_restores_batchnorm_statistics(tmp_path):
+    """BatchNorm running statistics are buffers in the checkpoint: a resumed he2019 run (fast path:
+    bf16, channels-last) continues exactly, eval-mode validation included."""
+    straight = make(decoder="he2019")
+    straight.fit(2)
+    first = make(decoder="he2019")
+    first.fit(1, checkpoint=tmp_path / "ckpt.pt")
+    resumed = make(decoder="he2019", seed=123)
+    resumed.restore(tmp_path / "ckpt.pt")
+    stats = [k for k in resumed.model.state_dict() if k.endswith(("running_mean", "running_var"))]
+    assert len(stats) == 2 * (1 + 3 * (5 + 4) + 1)  # first block, 5 + 4 bottlenecks (3 each), head
+    assert all(torch.equal(resumed.model.state_dict()[k], first.model.state_dict()[k]) for k in stats)
+    resumed.fit(2)
+    assert [h["val/objective"] for h in resumed.history] == [h["val/objective"] for h in straight.history]
+    assert all(torch.equal(a, b) for a, b in zip(resumed.model.buffers(), straight.model.buffers()))
 
 
 def test_checkpoint_loads_with_weights_only(tmp_path):

@@ -17,6 +17,7 @@ def build_model(cfg, x_shape: tuple[int, ...] | None = None):
         return PixelCNNVAE(
             z_dim=cfg.z_dim, layers=cfg.layers, maps=cfg.maps, kernel_sizes=cfg.kernel_sizes,
             s_layer=cfg.s_layer, z_channels=cfg.z_channels, encoder_channels=cfg.encoder_channels,
+            decoder=cfg.decoder,
         )
     raise ValueError(f"unknown model kind {cfg.kind!r}")
 

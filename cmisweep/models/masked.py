@@ -19,7 +19,8 @@ import torch.nn.functional as F
 
 
 class MaskedConv2d(nn.Module):
-    def __init__(self, cin: int, cout: int, k: int, mask: str, cond_channels: int = 0, cropped: bool = True):
+    def __init__(self, cin: int, cout: int, k: int, mask: str, cond_channels: int = 0, cropped: bool = True,
+                 bias: bool = True):
         super().__init__()
         if k % 2 != 1:
             raise ValueError(f"kernel size must be odd, got {k}")
@@ -33,11 +34,11 @@ class MaskedConv2d(nn.Module):
         m[c + 1:] = 0  # rows below the centre (absent when cropped)
         self.register_buffer("mask", m, persistent=False)
         self.weight = nn.Parameter(torch.empty(cout, cin, rows, k))
-        self.bias = nn.Parameter(torch.empty(cout))
+        # no bias where a BatchNorm follows (the he2019 decoder): it would cancel it
+        self.bias = nn.Parameter(torch.zeros(cout)) if bias else None
         # He initialisation over the taps the mask leaves (about half the kernel): with the default
         # init the signal of a 13-layer masked stack shrinks ~1e-7-fold before training starts
         nn.init.normal_(self.weight, 0.0, math.sqrt(2.0 / (cin * float(m.sum()))))
-        nn.init.zeros_(self.bias)
         self.cond = nn.Conv2d(cond_channels, cout, k, padding=c, bias=False) if cond_channels else None
 
     def masked_weight(self) -> torch.Tensor:
@@ -66,6 +67,7 @@ class MaskedConv2d(nn.Module):
             if w.shape[2] < rows:
                 w = F.pad(w, (0, 0, 0, rows - w.shape[2]))
             self.weight.copy_(w[:, :, :rows])
-            self.bias.copy_(other.bias)
+            if self.bias is not None:
+                self.bias.copy_(other.bias)
             if self.cond is not None:
                 self.cond.weight.copy_(other.cond.weight)

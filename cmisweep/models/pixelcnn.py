@@ -5,15 +5,20 @@ A first and B after, ReLU between, a 1x1 convolution to one Bernoulli logit per 
 through a linear map to a (4, 28, 28) map that joins the input of every layer from `s_layer` (6)
 on. s := the input of layer `s_layer` (the output of the fifth layer), so s is a deterministic
 function of x and KL(s) is absent. Encoder: a small conv net to a diagonal Gaussian q(z|x).
+
+`decoder="he2019"` swaps the decoder for the residual PixelCNN of He et al. (2019) that Sect. 6.1
+of the paper names (cmisweep.models.he2019), with the same z map, s and protocol.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from cmisweep.models.he2019 import He2019Decoder
 from cmisweep.models.masked import MaskedConv2d
 from cmisweep.models.protocol import CriticSpec, ElboTerms, Gaussian
 
@@ -56,8 +61,11 @@ class PixelCNNVAE(nn.Module):
         image_size: int = 28,
         encoder_channels: int = 64,
         cropped: bool = True,
+        decoder: str = "plain",
     ):
         super().__init__()
+        if decoder not in ("plain", "he2019"):
+            raise ValueError(f"decoder must be 'plain' or 'he2019', got {decoder!r}")
         kernel_sizes = list(kernel_sizes) if kernel_sizes else paper_kernel_sizes(layers)
         if len(kernel_sizes) != layers:
             raise ValueError(f"kernel_sizes has {len(kernel_sizes)} entries for {layers} layers")
@@ -67,14 +75,18 @@ class PixelCNNVAE(nn.Module):
         self.kernel_sizes = kernel_sizes
         self.encoder = ConvEncoder(z_dim, image_size, encoder_channels)
         self.z_to_map = nn.Linear(z_dim, z_channels * image_size * image_size)
-        self.layers = nn.ModuleList(
-            MaskedConv2d(
-                1 if i == 0 else maps, maps, k, "A" if i == 0 else "B",
-                cond_channels=z_channels if i + 1 >= s_layer else 0, cropped=cropped,
+        self.decoder = decoder
+        if decoder == "he2019":
+            self.he2019 = He2019Decoder(layers, maps, kernel_sizes, s_layer, z_channels, cropped)
+        else:
+            self.layers = nn.ModuleList(
+                MaskedConv2d(
+                    1 if i == 0 else maps, maps, k, "A" if i == 0 else "B",
+                    cond_channels=z_channels if i + 1 >= s_layer else 0, cropped=cropped,
+                )
+                for i, k in enumerate(kernel_sizes)
             )
-            for i, k in enumerate(kernel_sizes)
-        )
-        self.out = nn.Conv2d(maps, 1, 1)
+            self.out = nn.Conv2d(maps, 1, 1)
         self.critic_spec = CriticSpec((maps, image_size, image_size), "dot")
         # the fast training path (train.precision / memory_format "auto"), measured in bench/train_step.py
         self.fast_precision, self.prefers_channels_last = "bf16", True
@@ -96,6 +108,8 @@ class PixelCNNVAE(nn.Module):
     def local_features(self, x: torch.Tensor, z: torch.Tensor | None = None, sample: bool = True) -> torch.Tensor:
         """s = the input of layer s_layer; it depends on x alone (z joins from that layer on), so
         it is deterministic and `sample` changes nothing."""
+        if self.decoder == "he2019":
+            return self.he2019(x.float(), None, until_s=True)[1]
         h = x.float()
         for layer in self.layers[: self.s_layer - 1]:
             h = F.relu(layer(h))
@@ -108,14 +122,16 @@ class PixelCNNVAE(nn.Module):
         (cmisweep.models.sampling): one position per layer per step instead of a full pass.
 
         noise: uniform (len(z) * n, 1, H, W); pixel = 1 where noise < p(pixel = 1 | pixels before).
-        The same noise gives the same images as generate_naive.
+        The same noise gives the same images as generate_naive. Sampling is in eval mode (BatchNorm
+        with its running statistics) whatever the model's mode.
         """
         from cmisweep.models.sampling import cached_generate
 
         z = z.repeat_interleave(n, dim=0)
         if noise is None:
             noise = torch.rand(z.shape[0], 1, self.image_size, self.image_size, device=z.device)
-        return cached_generate(self, z, noise, dtype)
+        with _eval_mode(self):
+            return cached_generate(self, z, noise, dtype)
 
     @torch.no_grad()
     def generate_naive(self, z: torch.Tensor, n: int = 1, noise: torch.Tensor | None = None) -> torch.Tensor:
@@ -124,12 +140,13 @@ class PixelCNNVAE(nn.Module):
         side = self.image_size
         if noise is None:
             noise = torch.rand(z.shape[0], 1, side, side, device=z.device)
-        conds = self.conditions(z)
-        x = torch.zeros(z.shape[0], 1, side, side, device=z.device)
-        for r in range(side):
-            for col in range(side):
-                logits, _ = self.decode(x, conds)
-                x[:, :, r, col] = (noise[:, :, r, col] < torch.sigmoid(logits[:, :, r, col].float())).float()
+        with _eval_mode(self):
+            conds = self.conditions(z)
+            x = torch.zeros(z.shape[0], 1, side, side, device=z.device)
+            for r in range(side):
+                for col in range(side):
+                    logits, _ = self.decode(x, conds)
+                    x[:, :, r, col] = (noise[:, :, r, col] < torch.sigmoid(logits[:, :, r, col].float())).float()
         return x
 
     # --- the decoder ---------------------------------------------------------------------------
@@ -137,13 +154,29 @@ class PixelCNNVAE(nn.Module):
     def conditions(self, z: torch.Tensor) -> list[torch.Tensor | None]:
         """Each layer's contribution from the z map (None for layers before s_layer)."""
         zmap = self.z_to_map(z).view(z.shape[0], self.z_channels, self.image_size, self.image_size)
+        if self.decoder == "he2019":
+            return self.he2019.conditions(zmap)
         return [layer.condition(zmap) if layer.cond is not None else None for layer in self.layers]
 
     def decode(self, x: torch.Tensor, conds: list[torch.Tensor | None]) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits of p(x | z) (B, 1, H, W) and s, the input of layer s_layer."""
+        if self.decoder == "he2019":
+            return self.he2019(x, conds)
         h, s = x, None
         for i, (layer, cond) in enumerate(zip(self.layers, conds), start=1):
             if i == self.s_layer:
                 s = h
             h = F.relu(layer(h, cond))
         return self.out(h), s
+
+
+@contextlib.contextmanager
+def _eval_mode(model: nn.Module):
+    """Eval mode for the block, the previous mode after: sampling never uses (or updates) the
+    BatchNorm batch statistics of the he2019 decoder, which would also break causality."""
+    was = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was)
