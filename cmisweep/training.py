@@ -41,13 +41,24 @@ def autocast(device: torch.device, precision: str):
 
 
 def resolve_precision(precision: str, model: nn.Module, device: torch.device) -> str:
-    """auto -> the model's measured fast path (its `fast_precision`), where the device has bf16."""
+    """auto -> the model's measured fast path (its `fast_precision`) where the device has native bf16, else fp32."""
     if precision != "auto":
         return precision
     want = getattr(model, "fast_precision", "fp32")
-    if want == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+    if want == "bf16" and not bf16_native(device):
         return "fp32"
     return want
+
+
+def bf16_native(device: torch.device) -> bool:
+    """Whether bf16 runs in hardware. A CPU without AVX512-BF16/AMX emulates it: on an AVX2-only
+    EPYC the "fast" bf16 step measured 3-4x slower than fp32 (BENCHMARKS.md section 1)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        probes = [getattr(torch.cpu, n, None) for n in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+        return any(p is not None and p() for p in probes)
+    return False
 
 
 def resolve_channels_last(memory_format: str, model: nn.Module) -> bool:

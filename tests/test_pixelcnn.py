@@ -175,8 +175,8 @@ def test_he2019_s_depends_on_x_only_and_sampling_keeps_the_mode():
 
 
 def test_he2019_fast_path_trains_batchnorm():
-    """bf16 autocast + channels-last (train.precision auto): finite losses, BatchNorm running
-    statistics move and stay fp32."""
+    """bf16 autocast + channels-last (the fast path auto picks where bf16 is native): finite losses,
+    BatchNorm running statistics move and stay fp32."""
     from cmisweep import regularizer as R
     from cmisweep.config import TrainConfig
     from cmisweep.models.critics import build_critics
@@ -185,7 +185,7 @@ def test_he2019_fast_path_trains_batchnorm():
     m = small(decoder="he2019", layers=6)
     reg = R.preset("cmi", 0.3)
     x = (torch.rand(100, 1, 28, 28) < 0.3).to(torch.uint8)
-    cfg = TrainConfig(epochs=1, batch_size=25, lr=1e-3)
+    cfg = TrainConfig(epochs=1, batch_size=25, lr=1e-3, precision="bf16")
     t = Trainer(m, reg, build_critics(4, m.critic_spec, reg.uses_m, reg.uses_c, width=16), x, x[:50], cfg,
                 critic_lr=1e-2)
     assert t.precision == "bf16" and t.channels_last

@@ -43,11 +43,11 @@ def test_resumed_run_continues_exactly(reg, tmp_path):
 def test_he2019_resume_restores_batchnorm_statistics(tmp_path):
     """BatchNorm running statistics are buffers in the checkpoint: a resumed he2019 run (fast path:
     bf16, channels-last) continues exactly, eval-mode validation included."""
-    straight = make(decoder="he2019")
+    straight = make(decoder="he2019", precision="bf16")
     straight.fit(2)
-    first = make(decoder="he2019")
+    first = make(decoder="he2019", precision="bf16")
     first.fit(1, checkpoint=tmp_path / "ckpt.pt")
-    resumed = make(decoder="he2019", seed=123)
+    resumed = make(decoder="he2019", seed=123, precision="bf16")
     resumed.restore(tmp_path / "ckpt.pt")
     stats = [k for k in resumed.model.state_dict() if k.endswith(("running_mean", "running_var"))]
     assert len(stats) == 2 * (1 + 3 * (5 + 4) + 1)  # first block, 5 + 4 bottlenecks (3 each), head
@@ -55,6 +55,22 @@ def test_he2019_resume_restores_batchnorm_statistics(tmp_path):
     resumed.fit(2)
     assert [h["val/objective"] for h in resumed.history] == [h["val/objective"] for h in straight.history]
     assert all(torch.equal(a, b) for a, b in zip(resumed.model.buffers(), straight.model.buffers()))
+
+
+def test_auto_precision_is_bf16_only_where_the_cpu_has_it(monkeypatch):
+    """auto picks the model's bf16 fast path only on a CPU with native bf16 (AVX512-BF16 or AMX);
+    where it is emulated, bf16 is 3-4x slower than fp32 and auto must keep fp32."""
+    from cmisweep.models.dsae import DSAE
+    from cmisweep.training import resolve_precision
+    cpu, pix = torch.device("cpu"), PixelCNNVAE(z_dim=4, layers=6, maps=8, encoder_channels=8)
+    for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        monkeypatch.setattr(torch.cpu, name, lambda: False)
+    assert resolve_precision("auto", pix, cpu) == "fp32"
+    assert resolve_precision("bf16", pix, cpu) == "bf16"  # asked for explicitly, it is honoured
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    assert resolve_precision("auto", pix, cpu) == "bf16"
+    assert resolve_precision("fp32", pix, cpu) == "fp32"
+    assert resolve_precision("auto", DSAE(), cpu) == "fp32"  # the DSAE's measured fast path is fp32
 
 
 def test_checkpoint_loads_with_weights_only(tmp_path):
