@@ -1,6 +1,6 @@
 """Evaluation cost: a trial's evaluation against its training, and I-hat before/after batching.
 
-    .venv/bin/python bench/evaluation.py [--configs quickstart fmnist-reduced] [--epochs N] [--ihat-steps N]
+    .venv/bin/python bench/evaluation.py [--configs quickstart fmnist-reduced speech-quick] [--epochs N] [--ihat-steps N]
 
 For each config (search_spaces/quickstart.yaml's trial as preset cmi, gamma 0.3;
 search_spaces/trials/fmnist-reduced.yaml): trains it (the config's epochs unless --epochs), then on
@@ -8,11 +8,14 @@ the SAME trained model times each piece of cmisweep.trial.evaluate: test/val ELB
 former path (legacy=True: critics one after another, encoding every batch) and by the current one
 (one ensemble per head, encodings cached), probes, mCAS + sample grid. Prints times, the
 eval/train ratio and the I-hat values of both paths with their critic-seed spreads. Needs
-Fashion-MNIST ($CMISWEEP_DATA or ./data).
+Fashion-MNIST ($CMISWEEP_DATA or ./data). speech-quick (search_spaces/speech-quick.yaml's trial,
+cmi at gamma 0.4) is the DSAE's counterpart: I-hat, EER(z)/EER(s), VC-mCAS and the conversion
+figure; its corpus is synthesized into ./data/speech-synth when missing (espeak-ng, ~10 s).
 """
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 import tempfile
 import time
@@ -27,8 +30,10 @@ from cmisweep.config import TrialConfig  # noqa: E402
 from cmisweep.configio import read_yaml  # noqa: E402
 from cmisweep.metrics.images import evaluate_images  # noqa: E402
 from cmisweep.metrics.mutual_info import ihat_metrics  # noqa: E402
+from cmisweep.metrics.speech import evaluate_speech  # noqa: E402
 from cmisweep.sweep.space import load_space, trial_config  # noqa: E402
 from cmisweep.trial import build_trainer  # noqa: E402
+from cmisweep.training import bf16_native  # noqa: E402
 
 NAMES = ("ihat_paper", "ihat_exact", "ihat_mlp_paper", "ihat_mlp_exact")
 
@@ -36,6 +41,12 @@ NAMES = ("ihat_paper", "ihat_exact", "ihat_mlp_paper", "ihat_mlp_exact")
 def config(name: str) -> TrialConfig:
     if name == "quickstart":
         return trial_config(load_space(ROOT / "search_spaces/quickstart.yaml"), {"preset": "cmi", "gamma": 0.3, "seed": 0})
+    if name == "speech-quick":
+        corpus = ROOT / "data/speech-synth"
+        if not (corpus / "speakers.csv").exists():
+            subprocess.run([sys.executable, "-m", "cmisweep", "data", "synth-speech", "--out", str(corpus)], check=True)
+        cfg = trial_config(load_space(ROOT / "search_spaces/speech-quick.yaml"), {"preset": "cmi", "gamma": 0.4, "seed": 0})
+        return cfg.model_copy(update={"data": cfg.data.model_copy(update={"path": str(corpus)})})
     return TrialConfig.model_validate(read_yaml(ROOT / "search_spaces/trials/fmnist-reduced.yaml"))
 
 
@@ -57,31 +68,47 @@ def bench(name: str, epochs: int | None, ihat_steps: int | None) -> None:
     model, ev = trainer.model.eval(), cfg.evaluation
     t = {}
     _, t["val+test ELBO"] = timed(lambda: [trainer.validate(x, precision="fp32") for x in (data.val_x, data.test_x)])
-    torch.manual_seed(cfg.seed + 7)
-    new, t["I-hat (new)"] = timed(lambda: ihat_metrics(model, data, ev, cfg.seed))
-    torch.manual_seed(cfg.seed + 7)
-    old, t["I-hat (legacy)"] = timed(lambda: ihat_metrics(model, data, ev, cfg.seed, legacy=True))
+    fp32 = ev.model_copy(update={"ihat": ev.ihat.model_copy(update={"precision": "fp32"})})
+    runs = {"I-hat (legacy)": (fp32, True), "I-hat (ensemble fp32)": (fp32, False), "I-hat (new)": (ev, False)}
+    values = {}
+    for label, (e, legacy) in runs.items():
+        torch.manual_seed(cfg.seed + 7)
+        values[label], t[label] = timed(lambda: ihat_metrics(model, data, e, cfg.seed, legacy=legacy))
     with tempfile.TemporaryDirectory() as tmp:
-        rest, _ = evaluate_images(model, data, ev.model_copy(update={"ihat": None}), Path(tmp), cfg.seed)
-    t["probes"], t["mCAS + sample grid"] = rest["time/probes_s"], rest["time/mcas_s"]
-    print(f"\n== {name}: {epochs} epochs of {len(data.train_x)} images, I-hat {ev.ihat.seeds} seeds x "
+        if cfg.data.modality == "image":
+            rest, _ = evaluate_images(model, data, ev.model_copy(update={"ihat": None}), Path(tmp), cfg.seed)
+            t["probes"], t["mCAS + sample grid"] = rest["time/probes_s"], rest["time/mcas_s"]
+        else:
+            t0 = time.perf_counter()
+            rest, _ = evaluate_speech(model, data, ev.model_copy(update={"ihat": None}), Path(tmp), cfg.seed)
+            t["EER(z), EER(s)"], t["VC-mCAS"] = rest["time/eer_s"], rest["time/vc_s"]
+            t["conversion figure"] = time.perf_counter() - t0 - t["EER(z), EER(s)"] - t["VC-mCAS"]
+    print(f"\n== {name}: {epochs} epochs of {len(data.train_x)} examples, I-hat {ev.ihat.seeds} seeds x "
           f"{ev.ihat.steps} steps x batch {ev.ihat.batch_size}, threads {torch.get_num_threads()}")
     print(f"training                 {t_train:8.1f} s")
     for k, v in t.items():
         print(f"{k:24} {v:8.1f} s")
-    eval_new = sum(v for k, v in t.items() if k != "I-hat (legacy)")
-    eval_old = sum(v for k, v in t.items() if k != "I-hat (new)")
-    print(f"I-hat speed-up           {t['I-hat (legacy)'] / t['I-hat (new)']:8.2f} x")
+    others = ("I-hat (legacy)", "I-hat (ensemble fp32)")
+    eval_new = sum(v for k, v in t.items() if k not in others)
+    eval_old = sum(v for k, v in t.items() if k not in ("I-hat (new)", "I-hat (ensemble fp32)"))
+    print(f"I-hat new (ihat.precision {ev.ihat.precision}: {'bf16' if bf16_native(data.val_x.device) else 'fp32'} here)"
+          f" {t['I-hat (legacy)'] / t['I-hat (new)']:.2f} x legacy;"
+          f" ensemble fp32 {t['I-hat (legacy)'] / t['I-hat (ensemble fp32)']:.2f} x legacy")
     print(f"evaluation / training    {eval_new / t_train:8.2f} (new)   {eval_old / t_train:.2f} (legacy)")
-    print(f"{'metric':16} {'legacy mean':>11} {'std':>6}   {'new mean':>9} {'std':>6}   |diff|/legacy std")
+    old = values["I-hat (legacy)"]
+    print(f"{'metric':16} {'legacy mean':>11} {'std':>6}   " + "   ".join(
+        f"{lab[7:-1]:>14} {'std':>6} {'|d|/std':>7}" for lab in others[1:] + ("I-hat (new)",)))
     for k in NAMES:
-        d = abs(new[k] - old[k]) / max(old[k + "_std"], 1e-9)
-        print(f"{k:16} {old[k]:11.3f} {old[k + '_std']:6.3f}   {new[k]:9.3f} {new[k + '_std']:6.3f}   {d:.2f}")
+        row = f"{k:16} {old[k]:11.3f} {old[k + '_std']:6.3f}   "
+        for lab in others[1:] + ("I-hat (new)",):
+            v = values[lab]
+            row += f"{v[k]:14.3f} {v[k + '_std']:6.3f} {abs(v[k] - old[k]) / max(old[k + '_std'], 1e-9):7.2f}   "
+        print(row)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--configs", nargs="+", default=["quickstart", "fmnist-reduced"])
+    ap.add_argument("--configs", nargs="+", default=["quickstart", "fmnist-reduced", "speech-quick"])
     ap.add_argument("--epochs", type=int, default=None, help="train epochs (default: the config's)")
     ap.add_argument("--ihat-steps", type=int, default=None, help="critic steps (default: the config's)")
     args = ap.parse_args()

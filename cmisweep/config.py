@@ -143,6 +143,9 @@ class IhatConfig(Strict):
     head: Literal["model", "dot", "cosine", "mlp"] = "model"
     width: PosInt = 256
     lr: PosFloat = 1e-3
+    # auto: the critics train under bf16 autocast where the device has native bf16 (~2x, the
+    # estimates within their seed spread: BENCHMARKS.md section 7), else fp32; read-out in fp32
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
 
 
 class EvalConfig(Strict):

@@ -21,6 +21,7 @@ from cmisweep.config import EvalConfig
 from cmisweep.metrics.encodings import cached_sampler
 from cmisweep.models.critic_ensemble import CriticEnsemble
 from cmisweep.models.critics import JointCritic
+from cmisweep.training import bf16_native
 
 Sampler = Callable[[int], tuple[torch.Tensor, torch.Tensor]]  # batch size -> (z, s) ~ q(z, s)
 
@@ -71,12 +72,13 @@ def estimate(critics: list[JointCritic], pairs: Pairs) -> list[float]:
 
 
 def fit_ensembles(ensembles: list[CriticEnsemble], forms: list[str], generators: list[torch.Generator],
-                  sample: Sampler, steps: int, batch_size: int, lr: float) -> None:
+                  sample: Sampler, steps: int, batch_size: int, lr: float, bf16: bool = False) -> None:
     """fit_critics for stacked critics: each step draws one batch per input stream (a critic seed's
     own batches), and every member of every ensemble takes one step of Eq. 12 of the paper on its
     stream's batch against its own negatives (forms[k], drawn from generators[k]: member k of each
     ensemble). One Adam over all members is K Adams (elementwise, no parameter shared); the same
-    linear LR decay as fit_critics."""
+    linear LR decay as fit_critics. bf16: the forward pass under bf16 autocast (weights, optimizer
+    and loss stay fp32), ~2x a fp32 step where bf16 is native (BENCHMARKS.md section 7)."""
     params = [p for e in ensembles for p in e.parameters()]
     opt = torch.optim.Adam(params, lr=lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: 1.0 - i / steps)
@@ -91,8 +93,9 @@ def fit_ensembles(ensembles: list[CriticEnsemble], forms: list[str], generators:
         neg = torch.stack([R.negative_z(z[k], f, generator=g) for k, (f, g) in enumerate(zip(forms, generators))])
         loss = 0.0
         for e in ensembles:
-            emb = e.embed(s)
-            pos_logits, neg_logits = e.score(emb, z), e.score(emb, neg)
+            with torch.autocast(z.device.type, dtype=torch.bfloat16, enabled=bf16):
+                emb = e.embed(s)
+                pos_logits, neg_logits = e.score(emb, z).float(), e.score(emb, neg).float()
             loss = loss + sum(R.critic_loss(pos_logits[k], neg_logits[k]) for k in range(e.k))
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -126,6 +129,7 @@ def ihat(
     base_seed: int = 0,
     extra_heads: dict[str, Callable[[], JointCritic]] | None = None,
     legacy: bool = False,
+    bf16: bool = False,
 ) -> dict:
     """Mean and spread (std over critic seeds) of both forms, plus each seed's estimate:
     ihat_<form>. extra_heads {name: factory}: more critics trained on the same batches and read
@@ -134,7 +138,8 @@ def ihat(
     All seeds x forms x heads critics train at once as one CriticEnsemble per head, each seed on
     its own stream of batches; legacy=True trains them one seed after another, one critic after
     another (the former path, kept for bench/evaluation.py's before/after). Both start from the
-    same initial weights (torch.manual_seed(base_seed + 1000 + seed) before a seed's critics)."""
+    same initial weights (torch.manual_seed(base_seed + 1000 + seed) before a seed's critics).
+    bf16: the ensembles train under bf16 autocast; the read-out stays fp32."""
     forms = ("paper", "exact")
     heads = {"": make_critic, **(extra_heads or {})}
     keys = [(h, f) for h in heads for f in forms]  # the model's head first: its seeds as before
@@ -148,7 +153,7 @@ def ihat(
         torch.manual_seed(base_seed + 2000)
         values = estimate(trained, eval_pairs)
     else:
-        values = _ihat_ensembles(heads, forms, train_sample, eval_pairs, seeds, steps, batch_size, lr, base_seed)
+        values = _ihat_ensembles(heads, forms, train_sample, eval_pairs, seeds, steps, batch_size, lr, base_seed, bf16)
     out: dict = {}
     for i, (head, form) in enumerate(keys):
         name = f"ihat_{head}_{form}" if head else f"ihat_{form}"
@@ -160,7 +165,7 @@ def ihat(
 
 
 def _ihat_ensembles(heads: dict, forms: tuple, train_sample: Sampler, eval_pairs: Pairs, seeds: int,
-                    steps: int, batch_size: int, lr: float, base_seed: int) -> list[float]:
+                    steps: int, batch_size: int, lr: float, base_seed: int, bf16: bool) -> list[float]:
     """ihat's critics as one ensemble per head (members seed-major, then form), trained together;
     their estimates in the legacy order (seed-major, then head, then form)."""
     per_seed = []
@@ -170,7 +175,7 @@ def _ihat_ensembles(heads: dict, forms: tuple, train_sample: Sampler, eval_pairs
     ensembles = [CriticEnsemble([c[(h, f)] for c in per_seed for f in forms], groups=seeds) for h in heads]
     member_forms = [f for _ in range(seeds) for f in forms]
     gens = [torch.Generator().manual_seed(base_seed + 3000 + i) for i in range(len(member_forms))]
-    fit_ensembles(ensembles, member_forms, gens, train_sample, steps, batch_size, lr)
+    fit_ensembles(ensembles, member_forms, gens, train_sample, steps, batch_size, lr, bf16)
     torch.manual_seed(base_seed + 2000)
     values = estimate_ensembles(ensembles, eval_pairs)  # [head][seed * forms + form]
     return [values[hi][k * len(forms) + fi] for k in range(seeds) for hi in range(len(heads)) for fi in range(len(forms))]
@@ -229,6 +234,7 @@ def ihat_metrics(model, data, cfg: EvalConfig, seed: int = 0, legacy: bool = Fal
         model_pairs(model, data.test_x[: ic.n_eval], cfg.batch_size),
         seeds=ic.seeds, steps=ic.steps, batch_size=ic.batch_size, lr=ic.lr, base_seed=seed,
         extra_heads=None if head == "mlp" else {"mlp": critic("mlp")}, legacy=legacy,
+        bf16=ic.precision == "bf16" or (ic.precision == "auto" and bf16_native(device)),
     )
     if head == "mlp":  # the MLP head is the one asked for: the same numbers under both names
         out.update({k.replace("ihat_", "ihat_mlp_", 1): v for k, v in list(out.items())})
