@@ -3,8 +3,10 @@
 
     results/<sweep>/trials.parquet     one row per trial: config, final metrics, status, error
     results/<sweep>/frontier.parquet   per regularizer, the Pareto front of KL(z) vs each score
-    results/<sweep>/reports/           kl_vs_<score>.png (Fig. 3), report.md (Tables 4/5 layout,
-                                       matched-KL comparison, paired t-tests), paired_tests.csv
+    results/<sweep>/reports/           kl_vs_<score>.png (Fig. 3), report.md (claims, Tables 4/5
+                                       layout, hypervolumes, matched-KL comparisons, paired t-tests
+                                       with Holm's correction), paired_tests.csv, hypervolume.csv,
+                                       claims.csv
 """
 from __future__ import annotations
 
@@ -13,11 +15,14 @@ from pathlib import Path
 
 import pandas as pd
 
+from cmisweep.reports.claims import judge
 from cmisweep.reports.frontier import KL as KL_COLUMN
 from cmisweep.reports.frontier import SCORES, frontier
+from cmisweep.reports.hypervolume import hypervolumes, with_reference
 from cmisweep.reports.plots import plot_kl_vs
 from cmisweep.reports.search import plot_search, searched_points
-from cmisweep.reports.tables import TABLE_METRICS, UNITS_NOTE, matched_kl_table, method_by_gamma, paired_tests
+from cmisweep.reports.tables import (TABLE_METRICS, UNITS_NOTE, interpolated_kl_table, matched_kl_table,
+                                     method_by_gamma, paired_tests)
 from cmisweep.reports.trials import collect_trials
 
 
@@ -26,10 +31,12 @@ def write_reports(sweep_dir: Path, space, exp_dir: str | None = None) -> pd.Data
     (default sweep_dir/tune; a URI on a cluster with shared storage)."""
     trials = collect_trials(exp_dir or str(sweep_dir / "tune"), space)
     _atomic(lambda p: trials.to_parquet(p, index=False), sweep_dir / "trials.parquet")
-    front = frontier(trials)
+    hv = hypervolumes(trials)
+    front = with_reference(frontier(trials), hv)
     _atomic(lambda p: front.to_parquet(p, index=False), sweep_dir / "frontier.parquet")
     out = sweep_dir / "reports"
     out.mkdir(exist_ok=True)
+    _atomic(lambda p: hv.to_csv(p, index=False), out / "hypervolume.csv")
     plots = []
     for column in SCORES:
         if column in trials and trials[column].notna().any():
@@ -44,19 +51,39 @@ def write_reports(sweep_dir: Path, space, exp_dir: str | None = None) -> pd.Data
             plots.append(p)
     tests = paired_tests(trials)
     _atomic(lambda p: tests.to_csv(p, index=False), out / "paired_tests.csv")
-    _atomic(lambda p: p.write_text(markdown(space.name, trials, front, tests, plots, points)), out / "report.md")
+    claims = judge(tests)
+    _atomic(lambda p: claims.to_csv(p, index=False), out / "claims.csv")
+    _atomic(lambda p: p.write_text(markdown(space.name, trials, front, tests, plots, points, hv, claims)),
+            out / "report.md")
     return trials
 
 
 def markdown(name: str, trials: pd.DataFrame, front: pd.DataFrame, tests: pd.DataFrame, plots: list[Path],
-             points: pd.DataFrame | None = None) -> str:
+             points: pd.DataFrame | None = None, hv: pd.DataFrame | None = None,
+             claims: pd.DataFrame | None = None) -> str:
     counts = trials["status"].value_counts().to_dict() if len(trials) else {}
     lines = [f"# Sweep {name}", "", f"{len(trials)} trials: " + ", ".join(f"{v} {k}" for k, v in counts.items()), ""]
+    if claims is not None and len(claims):
+        lines += ["## Claims of the paper (CMI-VAE against each baseline, paired by gamma and seed)", "",
+                  "reproduced / not reproduced: Holm-adjusted p < 0.05 with the difference in / against the "
+                  "paper's direction; inconclusive otherwise. mean_diff: CMI minus baseline in the units below; "
+                  "d_z: mean_diff / std of the paired differences.", "",
+                  claims.to_markdown(index=False, floatfmt=".3g"), ""]
     lines += [UNITS_NOTE, ""] + [f"![{p.stem}]({p.name})" for p in plots] + [""]
     for col, label in TABLE_METRICS.items():
         table = method_by_gamma(trials, col)
         if not table.empty:
             lines += [f"## {label} (mean ± std over seeds; columns: gamma)", "", table.to_markdown(), ""]
+    if hv is not None and len(hv):
+        lines += ["## Hypervolume of each front (minimize KL(z), optimize the score; pymoo)", "",
+                  "The area each preset's front dominates up to the reference point (the sweep's worst KL(z) and "
+                  "score, 5% beyond); 95% interval: seeds resampled with replacement. Stored values (fractions).", "",
+                  hv.to_markdown(index=False, floatfmt=".4g"), ""]
+    for col, (score, _) in SCORES.items():
+        label, table = interpolated_kl_table(trials, col)
+        if not table.empty:
+            lines += [f"## {label} at matched KL(z), interpolated along each seed's front (mean ± std over seeds)",
+                      "", table.to_markdown(), ""]
     for label in front["score"].unique() if len(front) else []:
         label, m = matched_kl_table(front, label)  # in the report's units
         if not m.empty:
@@ -71,7 +98,8 @@ def markdown(name: str, trials: pd.DataFrame, front: pd.DataFrame, tests: pd.Dat
             f"- {r['name']}: at epoch {r['stopped_at']}" + ("" if pd.isna(r.get(KL_COLUMN)) else ", evaluated")
             for _, r in stopped.iterrows()] + [""]
     if len(tests):
-        lines += ["## Paired t-tests (scipy.stats.ttest_rel) across gamma x seeds, gamma > 0", "",
+        lines += ["## Paired t-tests (scipy.stats.ttest_rel) across gamma x seeds, gamma > 0; p_holm: Holm over "
+                  "the metrics tested against each baseline", "",
                   tests.to_markdown(index=False, floatfmt=".4g"), ""]
     failed = trials[trials["status"] == "FAILED"] if len(trials) else trials
     if len(failed):

@@ -103,3 +103,46 @@ def at_matched_kl(front: pd.DataFrame, label: str, levels: int = 5) -> pd.DataFr
             vals.append((ok.max() if higher else ok.min()) if len(ok) else np.nan)
         table[preset] = vals
     return pd.DataFrame(table, index=pd.Index(np.round(ks, 3), name="KL(z) <="))
+
+
+def seed_fronts(trials: pd.DataFrame, column: str) -> dict[tuple[str, int], tuple[np.ndarray, np.ndarray]]:
+    """(preset, seed) -> that seed's own front of (KL(z), score), sorted by KL(z); the seed's
+    vanilla trial (gamma 0) is on every preset's curve."""
+    t = finished(trials)
+    if t.empty or column not in t:
+        return {}
+    t = t.dropna(subset=[KL, column])
+    higher = SCORES[column][1]
+    vanilla = t[t["preset"] == "vanilla"]
+    out = {}
+    for (preset, seed), g in t[t["preset"] != "vanilla"].groupby(["preset", "seed"]):
+        g = pd.concat([g, vanilla[vanilla["seed"] == seed]])
+        kl, score = g[KL].to_numpy(float), g[column].to_numpy(float)
+        on = pareto(kl, score, higher)
+        order = np.argsort(kl[on])
+        out[(preset, int(seed))] = (kl[on][order], score[on][order])
+    return out
+
+
+def matched_kl_interpolated(trials: pd.DataFrame, column: str, levels: int = 5) -> pd.DataFrame:
+    """Each preset's score at matched KL(z): every seed's front read at common KL levels by linear
+    interpolation between its points, then mean and std over seeds. The levels span the KL range
+    that every (preset, seed) front covers, so no value is extrapolated. Rows: kl_z, preset,
+    mean, std, n_seeds; empty when fewer than two presets or no common range."""
+    fronts = seed_fronts(trials, column)
+    cols = ["kl_z", "preset", "mean", "std", "n_seeds"]
+    if len({p for p, _ in fronts}) < 2 or any(len(k) < 2 for k, _ in fronts.values()):
+        return pd.DataFrame(columns=cols)
+    lo = max(k.min() for k, _ in fronts.values())
+    hi = min(k.max() for k, _ in fronts.values())
+    if not hi > lo:
+        return pd.DataFrame(columns=cols)
+    ks = np.linspace(lo, hi, levels)
+    rows = []
+    for preset in sorted({p for p, _ in fronts}):
+        curves = np.array([np.interp(ks, k, s) for (p, _), (k, s) in fronts.items() if p == preset])
+        for i, k in enumerate(ks):
+            rows.append({"kl_z": float(k), "preset": preset, "mean": float(curves[:, i].mean()),
+                         "std": float(curves[:, i].std(ddof=1)) if len(curves) > 1 else np.nan,
+                         "n_seeds": len(curves)})
+    return pd.DataFrame(rows, columns=cols)

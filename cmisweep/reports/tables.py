@@ -1,13 +1,14 @@
 """Tables laid out like the paper's Tables 4/5 (method x gamma, mean +- std over seeds) and the
-paired t-test of CMI against each baseline across gamma x seeds (the paper's App. 6.1), in the
-paper's units and signs (UNITS)."""
+paired t-test of CMI against each baseline across gamma x seeds (the paper's App. 6.1, with a
+Holm correction over the metrics), in the paper's units and signs (UNITS)."""
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 from scipy import stats
+from statsmodels.stats.multitest import multipletests
 
-from cmisweep.reports.frontier import KL, SCORES, at_matched_kl, finished, seed_means
+from cmisweep.reports.frontier import KL, SCORES, at_matched_kl, finished, matched_kl_interpolated, seed_means
 
 # The report's label and unit of each column, with the factor it multiplies the stored value by:
 # the paper's units and signs (trials.parquet and frontier.parquet keep the stored values).
@@ -56,6 +57,18 @@ def matched_kl_table(front: pd.DataFrame, score_label: str) -> tuple[str, pd.Dat
     return TABLE_METRICS[column], table
 
 
+def interpolated_kl_table(trials: pd.DataFrame, column: str) -> tuple[str, pd.DataFrame]:
+    """matched_kl_interpolated in the report's label and units: rows KL(z) levels, columns presets,
+    cells 'mean +- std' over seeds."""
+    m = matched_kl_interpolated(trials, column)
+    if m.empty:
+        return TABLE_METRICS[column], pd.DataFrame()
+    f = factor(column)
+    cells = [f"{a * f:.4g} ± {abs(sd * f):.2g}" if np.isfinite(sd) else f"{a * f:.4g}" for a, sd in zip(m["mean"], m["std"])]
+    table = pd.DataFrame({"KL(z) (nats, test)": m["kl_z"].round(3), "preset": m["preset"], "cell": cells})
+    return TABLE_METRICS[column], table.pivot(index="KL(z) (nats, test)", columns="preset", values="cell")
+
+
 def method_by_gamma(trials: pd.DataFrame, column: str) -> pd.DataFrame:
     """Rows preset, columns gamma (alpha too where searched), cells 'mean +- std (n)'."""
     means = seed_means(trials, [column])
@@ -93,9 +106,24 @@ def paired_tests(trials: pd.DataFrame, reference: str = "cmi") -> pd.DataFrame:
                 continue
             diff = p[a] - p[b]
             if np.allclose(diff, diff.iloc[0]):
-                t_stat, p_val = np.nan, np.nan  # no spread: the test is undefined
+                t_stat, p_val, d_z = np.nan, np.nan, np.nan  # no spread: the test is undefined
             else:
                 t_stat, p_val = stats.ttest_rel(p[a], p[b])
+                d_z = diff.mean() / diff.std(ddof=1)
             rows.append({"reference": reference, "baseline": base, "metric": label, "n_pairs": len(p),
-                         "mean_diff": float(diff.mean()), "t": float(t_stat), "p": float(p_val)})
-    return pd.DataFrame(rows)
+                         "mean_diff": float(diff.mean()), "d_z": float(d_z), "t": float(t_stat), "p": float(p_val)})
+    return holm(pd.DataFrame(rows))
+
+
+def holm(tests: pd.DataFrame) -> pd.DataFrame:
+    """p_holm: Holm's step-down adjustment over the metrics tested against each baseline (one
+    family per baseline: every metric of the table is a test of the same comparison)."""
+    if tests.empty:
+        return tests
+    tests = tests.assign(p_holm=np.nan)
+    for _, idx in tests.groupby("baseline").groups.items():
+        p = tests.loc[idx, "p"]
+        ok = p.notna()
+        if ok.any():
+            tests.loc[p[ok].index, "p_holm"] = multipletests(p[ok].to_numpy(), method="holm")[1]
+    return tests

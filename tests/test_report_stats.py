@@ -1,0 +1,115 @@
+"""The reports' statistics: hypervolume of each front (pymoo) with bootstrap intervals, matched-KL
+interpolation along each seed's front, Holm's correction, and the claims' verdicts. Synthetic
+trials whose answers are known by construction."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from cmisweep.reports import markdown
+from cmisweep.reports.claims import judge
+from cmisweep.reports.frontier import frontier, matched_kl_interpolated
+from cmisweep.reports.hypervolume import hypervolume, hypervolumes, reference_point, with_reference
+from cmisweep.reports.tables import paired_tests
+
+
+def row(preset, gamma, seed, kl, aolr, **more):
+    return {"name": f"{preset}_g{gamma}_s{seed}", "status": "FINISHED", "preset": preset, "gamma": gamma,
+            "alpha": None, "seed": seed, "final/test/kl_z": kl, "final/aolr": aolr, **more}
+
+
+def linear_sweep(cmi_gain=0.05, noise=0.0, seeds=(0, 1, 2)) -> pd.DataFrame:
+    """beta and cmi on the line aolr = 0.5 + 0.02 KL (cmi shifted up by cmi_gain), KL = 10 - 10 gamma;
+    per-seed noise on aolr and I-hat (fixed draws) when asked. cmi's mCAS is beta's +-0.01 in turn
+    over the gammas: no effect, with spread."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for preset, gain in (("beta", 0.0), ("cmi", cmi_gain)):
+        for gamma in (0.2, 0.4, 0.6, 0.8):
+            for seed in seeds:
+                kl = 10.0 - 10.0 * gamma + 0.1 * seed
+                rows.append(row(preset, gamma, seed, kl, 0.5 + 0.02 * kl + gain + noise * rng.standard_normal(),
+                                **{"final/ihat_paper": 2.0 - 10 * gain + noise * rng.standard_normal(),
+                                   "final/mcas": 0.6 + (0.01 * (-1) ** round(5 * gamma) if preset == "cmi" else 0)}))
+    return pd.DataFrame(rows)
+
+
+def test_hypervolume_is_the_dominated_area():
+    # two points, minimize KL, maximize the score, ref (10, 0): a staircase of two rectangles
+    hv = hypervolume(np.array([2.0, 6.0]), np.array([0.5, 0.8]), (10.0, 0.0), higher=True)
+    assert hv == pytest.approx((10 - 2) * 0.5 + (10 - 6) * (0.8 - 0.5))
+    # a dominated point adds nothing; a point beyond the reference adds nothing
+    assert hypervolume(np.array([2.0, 6.0, 7.0, 11.0]), np.array([0.5, 0.8, 0.4, 0.9]), (10.0, 0.0), True) == \
+        pytest.approx(hv)
+    # lower-is-better scores (EER) are flipped, not mirrored wrongly
+    assert hypervolume(np.array([2.0]), np.array([0.1]), (10.0, 0.5), higher=False) == pytest.approx(8 * 0.4)
+
+
+def test_hypervolumes_rank_the_better_front_and_store_the_reference():
+    t = linear_sweep(cmi_gain=0.05, noise=0.01)
+    hv = hypervolumes(t, n_boot=100).set_index(["preset", "score"])
+    cmi, beta = hv.loc[("cmi", "AoLR")], hv.loc[("beta", "AoLR")]
+    assert cmi["hypervolume"] > beta["hypervolume"]
+    for r in (cmi, beta):
+        # the seeds differ (noise, KL offsets): resampling them moves the hypervolume
+        assert r["ci_low"] <= r["hypervolume"] <= r["ci_high"] and r["ci_high"] > r["ci_low"] and r["n_seeds"] == 3
+    ref = reference_point(t, "final/aolr")
+    assert ref[0] > t["final/test/kl_z"].max() and ref[1] < t["final/aolr"].min()
+    assert (cmi["ref_kl_z"], cmi["ref_value"]) == pytest.approx(ref)
+    front = with_reference(frontier(t), hypervolumes(t, n_boot=10))
+    aolr = front[front["score"] == "AoLR"]
+    assert len(aolr) and np.allclose(aolr[["ref_kl_z", "ref_value"]].to_numpy(), ref)
+
+
+def test_identical_seeds_give_an_interval_of_zero_width():
+    t = linear_sweep(noise=0.0)
+    kl = 10.0 - 10.0 * t["gamma"]
+    t = t.assign(**{"final/test/kl_z": kl, "final/aolr": 0.5 + 0.02 * kl})  # the seeds agree exactly
+    hv = hypervolumes(t, n_boot=50)
+    assert np.allclose(hv["ci_low"], hv["hypervolume"]) and np.allclose(hv["ci_high"], hv["hypervolume"])
+
+
+def test_matched_kl_reads_each_seeds_front_by_interpolation():
+    t = linear_sweep(cmi_gain=0.05)
+    m = matched_kl_interpolated(t, "final/aolr", levels=3)
+    # every front is a line: the interpolated score is exactly 0.5 + 0.02 k (+ the gain)
+    for _, r in m.iterrows():
+        gain = 0.05 if r["preset"] == "cmi" else 0.0
+        assert r["mean"] == pytest.approx(0.5 + 0.02 * r["kl_z"] + gain)
+        assert r["std"] == pytest.approx(0.0, abs=1e-12) and r["n_seeds"] == 3
+    # the levels stay inside every seed's range: no extrapolation
+    assert m["kl_z"].min() == pytest.approx(2.2) and m["kl_z"].max() == pytest.approx(8.0)
+
+
+def test_holm_adjusts_within_each_baseline():
+    t = linear_sweep(cmi_gain=0.05, noise=0.005)
+    tests = paired_tests(t)
+    tested = tests.dropna(subset=["p"])
+    assert len(tested) >= 3 and (tested["p_holm"] >= tested["p"] - 1e-15).all()
+    for _, g in tested.groupby("baseline"):
+        m = len(g)
+        assert g["p_holm"].min() == pytest.approx(min(1.0, m * g["p"].min()), rel=1e-9, abs=0)
+
+
+@pytest.mark.parametrize("gain, expected", [(0.05, "reproduced"), (-0.05, "not reproduced"), (0.0, "inconclusive")])
+def test_claims_follow_the_data(gain, expected):
+    """cmi's AoLR shifted by `gain` and its I-hat by -10 gain against beta, with small noise;
+    mCAS is noise alone (inconclusive either way)."""
+    t = linear_sweep(cmi_gain=gain, noise=0.005)
+    claims = judge(paired_tests(t)).set_index("claim")
+    assert claims.loc["higher AoLR at the same gamma", "verdict"] == expected
+    assert claims.loc["lower I-hat(z;s)", "verdict"] == expected
+    assert claims.loc["higher mCAS at the same gamma", "verdict"] == "inconclusive"
+    assert "lower EER(z)" not in claims.index  # not measured by an image sweep
+    if gain:
+        assert np.sign(claims.loc["higher AoLR at the same gamma", "mean_diff"]) == np.sign(gain)
+        assert abs(claims.loc["higher AoLR at the same gamma", "d_z"]) > 1
+
+
+def test_report_has_the_claims_hypervolume_and_interpolated_sections():
+    t = linear_sweep(cmi_gain=0.05, noise=0.005)
+    hv, tests = hypervolumes(t, n_boot=20), paired_tests(t)
+    md = markdown("t", t, with_reference(frontier(t), hv), tests, [], None, hv, judge(tests))
+    for heading in ("## Claims of the paper", "## Hypervolume of each front",
+                    "## AoLR (accuracy, fraction) at matched KL(z), interpolated", "p_holm"):
+        assert heading in md, heading
+    assert md.index("## Claims of the paper") < md.index("## Hypervolume")
