@@ -224,8 +224,10 @@ def ihat_metrics(model, data, cfg: EvalConfig, seed: int = 0, legacy: bool = Fal
         return lambda: JointCritic(model.z_dim, spec.s_shape, h, ic.width).to(device)
 
     val_x = data.val_x[: ic.n_train]
+    bf16 = not legacy and (ic.precision == "bf16" or (ic.precision == "auto" and bf16_native(device)))
     # legacy: encode every batch (the former path); else encode the validation images once
-    sampler = None if legacy else cached_sampler(model, val_x, g, cfg.batch_size)
+    sampler = None if legacy else cached_sampler(model, val_x, g, cfg.batch_size,
+                                                 torch.bfloat16 if bf16 else torch.float32)
     sampler = sampler or model_sampler(model, val_x, g)
 
     out = ihat(
@@ -233,8 +235,7 @@ def ihat_metrics(model, data, cfg: EvalConfig, seed: int = 0, legacy: bool = Fal
         sampler,
         model_pairs(model, data.test_x[: ic.n_eval], cfg.batch_size),
         seeds=ic.seeds, steps=ic.steps, batch_size=ic.batch_size, lr=ic.lr, base_seed=seed,
-        extra_heads=None if head == "mlp" else {"mlp": critic("mlp")}, legacy=legacy,
-        bf16=ic.precision == "bf16" or (ic.precision == "auto" and bf16_native(device)),
+        extra_heads=None if head == "mlp" else {"mlp": critic("mlp")}, legacy=legacy, bf16=bf16,
     )
     if head == "mlp":  # the MLP head is the one asked for: the same numbers under both names
         out.update({k.replace("ihat_", "ihat_mlp_", 1): v for k, v in list(out.items())})
