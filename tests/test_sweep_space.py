@@ -35,6 +35,11 @@ def test_shipped_spaces_are_valid_and_match_the_paper():
     assert ag.trial.model.decoder == "he2019"
     q = load_space(SPACES / "quickstart.yaml")
     assert {p["preset"] for p in grid_points(q)} == {"beta", "cmi"}
+    study = load_space(SPACES / "fmnist-cpu-study.yaml")  # results/studies: the study design
+    assert study.search.presets == ["beta", "advmi", "cmi"] and study.search.seeds == [0, 1, 2]
+    assert study.search.gamma == [0.0, 0.1, 0.3, 0.5, 0.7] and len(grid_points(study)) == 3 * 4 * 3 + 3
+    st = study.trial
+    assert st.model.decoder == "he2019" and st.train.epochs >= 10 and st.data.train_size >= 10_000
 
 
 def test_points_become_trial_configs():
