@@ -1,4 +1,4 @@
-"""The one objective of this project, in the paper's notation (DESIGN.md section 1).
+"""The one objective of this project, in the paper's notation (docs/design.md section 1).
 
 Maximize
 

@@ -1,4 +1,4 @@
-"""Binarized MNIST and Fashion-MNIST from the standard IDX files (DESIGN.md section 4).
+"""Binarized MNIST and Fashion-MNIST from the standard IDX files (docs/design.md section 4).
 
 The files (.gz or raw) are read with numpy, their decompressed content checked against the
 published MD5s, binarized statically at 0.5, the official train set split 80/20 (seeded) into

@@ -1,1 +1,1 @@
-"""Metrics: each a function of a trained model and data (DESIGN.md section 3)."""
+"""Metrics: each a function of a trained model and data (docs/design.md section 3)."""

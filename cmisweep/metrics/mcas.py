@@ -1,4 +1,4 @@
-"""mCAS: classification accuracy score of a classifier trained on generated images (DESIGN.md 3).
+"""mCAS: classification accuracy score of a classifier trained on generated images (docs/design.md section 3).
 
 100 real training images (10 per class) -> z = mean of q(z|x) -> 10 decoder samples each -> 1000
 generated images carrying the source labels -> logistic regression / RBF-SVM on pixels ->

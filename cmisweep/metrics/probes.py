@@ -1,4 +1,4 @@
-"""AoLR / AoSVM: accuracy of a linear / RBF-SVM probe on z (DESIGN.md section 3).
+"""AoLR / AoSVM: accuracy of a linear / RBF-SVM probe on z (docs/design.md section 3).
 
 z = the mean of q(z|x) for a balanced set of training images (100 per class by default); the
 probe is scored on the whole test set.

@@ -1,4 +1,4 @@
-"""Speaker metrics of a DSAE (DESIGN.md section 3).
+"""Speaker metrics of a DSAE (docs/design.md section 3).
 
 EER(z), EER(s): speaker verification over all pairs of test utterances (their speakers are unseen
 in training), scored by the cosine similarity of utterance embeddings: the encoder means (z, and s

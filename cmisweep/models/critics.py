@@ -1,4 +1,4 @@
-"""Critics D_m(z) and D_c(z, s) (paper App. 5; DESIGN.md section 2). Each returns logits
+"""Critics D_m(z) and D_c(z, s) (paper App. 5; docs/design.md section 2). Each returns logits
 log D/(1-D), the density-ratio estimate the regularizer reads.
 
 D_c embeds s with a small conv net chosen by the shape of s (images: Conv2d, sequences (T, D):

@@ -1,5 +1,5 @@
 """DSAE, the "full model" of Li & Mandt (2018), for speech (the paper's Sect. 6.3, App. 1;
-DESIGN.md section 2).
+docs/design.md section 2).
 
     q(z | x_1:T)          a BiLSTM over x_1:T, its two final states -> mean, log-variance (z: 64)
     q(s_t | x, z, s_<t)   a BiLSTM over [x_t, z], then a forward LSTM fed [BiLSTM_t, s_t-1] (s_t: 64)

@@ -1,4 +1,4 @@
-"""PixelCNN-VAE for 28x28 binary images (the paper's Sect. 6.2 and App. 3; DESIGN.md section 2).
+"""PixelCNN-VAE for 28x28 binary images (the paper's Sect. 6.2 and App. 3; docs/design.md section 2).
 
 Decoder: masked convolutions, kernel sizes 7,7,7,7,7,5,5,5,5,3,3,3,3 with 64 maps by default, mask
 A first and B after, ReLU between, a 1x1 convolution to one Bernoulli logit per pixel. z (32) goes

@@ -1,4 +1,4 @@
-"""Reports of a sweep (DESIGN.md section 5), written at the end of every run and by
+"""Reports of a sweep (docs/design.md section 5), written at the end of every run and by
 `cmisweep report`:
 
     results/<sweep>/trials.parquet     one row per trial: config, final metrics, status, error

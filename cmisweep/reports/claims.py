@@ -1,4 +1,4 @@
-"""The paper's claims, judged on a sweep's paired tests (docs/design.md, "Reports").
+"""The paper's claims, judged on a sweep's paired tests (docs/design.md section 5).
 
 Each claim is a metric and the direction CMI-VAE moves it against a baseline at the same gamma
 and seed (the paper's App. 6.1 pairing):

@@ -1,4 +1,4 @@
-"""Pareto fronts of KL(z) against downstream scores, per regularizer (DESIGN.md section 5).
+"""Pareto fronts of KL(z) against downstream scores, per regularizer (docs/design.md section 5).
 
 Methods are compared at matched KL(z), not only at matched gamma: CMI also lowers KL(z) at a
 given gamma, and at small budgets much of its effect rides on that. A point is on the front when

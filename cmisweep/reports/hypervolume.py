@@ -1,5 +1,5 @@
 """Hypervolume of each regularizer's front of KL(z) against a score, with bootstrap intervals over
-seeds (docs/design.md, "Reports").
+seeds (docs/design.md section 5).
 
 One number per front: the area that the front's points dominate in (minimize KL(z), optimize the
 score), bounded by a reference point shared by every preset of the sweep, so a larger hypervolume

@@ -1,4 +1,4 @@
-"""Speech data for the DSAE (DESIGN.md sections 2 and 4): segments of normalized features with the
+"""Speech data for the DSAE (docs/design.md sections 2 and 4): segments of normalized features with the
 utterance each comes from, for four corpora.
 
 - speech-synth: the espeak-ng corpus of synth.py (`cmisweep data synth-speech`), read as a folder.

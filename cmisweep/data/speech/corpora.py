@@ -1,4 +1,4 @@
-"""Speech corpora as lists of utterance records, and the audio reader (DESIGN.md section 4).
+"""Speech corpora as lists of utterance records, and the audio reader (docs/design.md section 4).
 
 A record table is a DataFrame with columns utterance (unique id), speaker, gender ('F' | 'M' |
 None), split ('train' | 'test') and path. Three layouts are read: real TIMIT in the LDC layout,

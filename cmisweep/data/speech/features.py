@@ -1,4 +1,4 @@
-"""The paper's speech features (DESIGN.md section 2): 16 kHz audio, 25 ms Hann window, 10 ms hop,
+"""The paper's speech features (docs/design.md section 2): 16 kHz audio, 25 ms Hann window, 10 ms hop,
 201-bin log-magnitude spectrum, cut into non-overlapping 200 ms segments of T = 20 frames.
 Normalization statistics come from the training split only and are applied to every split.
 """

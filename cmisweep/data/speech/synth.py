@@ -1,4 +1,4 @@
-"""An open multi-speaker corpus synthesized with espeak-ng (DESIGN.md section 4).
+"""An open multi-speaker corpus synthesized with espeak-ng (docs/design.md section 4).
 
 Each speaker is a fixed voice: a base English voice (an accent), a gender, a pitch base and range,
 a formant scaling (vocal-tract length) and a speaking rate, written as an espeak-ng voice variant.
