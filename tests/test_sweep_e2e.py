@@ -44,9 +44,13 @@ def test_grid_sweep_end_to_end(fmnist_dir, tmp_path):
         assert col in trials.columns, col
     assert (trials["status"] == "FINISHED").all() and trials["final/aolr"].between(0, 1).all()
     front = pd.read_parquet(d / "frontier.parquet")
-    assert set(front.columns) == {"preset", "score", "gamma", "alpha", "kl_z", "value", "n_seeds"}
+    assert set(front.columns) == {"preset", "score", "gamma", "alpha", "kl_z", "value", "n_seeds", "ref_kl_z",
+                                  "ref_value"}  # ref_*: the hypervolume's reference point
     assert {"beta", "cmi"} <= set(front["preset"]) and {"AoLR", "mCAS"} <= set(front["score"])
-    for f in ("kl_vs_aolr.png", "kl_vs_mcas.png", "report.md", "paired_tests.csv"):
+    assert (front["ref_kl_z"] > trials["final/test/kl_z"].max()).all()
+    hv = pd.read_csv(d / "reports" / "hypervolume.csv")
+    assert {"beta", "cmi"} <= set(hv["preset"]) and (hv["hypervolume"] >= 0).all()
+    for f in ("kl_vs_aolr.png", "kl_vs_mcas.png", "report.md", "paired_tests.csv", "claims.csv"):
         assert (d / "reports" / f).is_file(), f
     client, parents, children = runs_of(tmp_path / "results", "e2e")
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
