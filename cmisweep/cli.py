@@ -1,5 +1,6 @@
-"""The `cmisweep` command line. Errors meant for users print one line and exit non-zero:
-2 bad input, 1 a failed run, 3 a sweep that finished with failed trials, 130 interrupted."""
+"""The `cmisweep` command line. Errors meant for users print one line and exit non-zero
+(cmisweep.status.ExitCode: 2 bad input, 1 a failed run, 3 a sweep with failed trials, 4 nothing
+evaluated, 130 interrupted)."""
 from __future__ import annotations
 
 import argparse
@@ -9,6 +10,7 @@ import sys
 from pathlib import Path
 
 from cmisweep.errors import CmisweepError
+from cmisweep.status import ExitCode
 
 
 def _fmt(v) -> str:
@@ -41,7 +43,7 @@ def cmd_train(args) -> int:
     result = run_trial(cfg, out, on_epoch=progress, resume_from=resume, checkpoint=ckpt)
     print(json.dumps(result.metrics, indent=2, sort_keys=True))
     print(f"wrote {out / 'metrics.json'}" + "".join(f", {p}" for p in result.artifacts), file=sys.stderr)
-    return 0
+    return ExitCode.OK
 
 
 def cmd_data_fetch(args) -> int:
@@ -56,7 +58,7 @@ def cmd_data_fetch(args) -> int:
             except CmisweepError:
                 pass
         print(f"{name}: {fetch(name, args.dest)}", flush=True)
-    return 0
+    return ExitCode.OK
 
 
 def cmd_run(args) -> int:
@@ -67,7 +69,7 @@ def cmd_run(args) -> int:
         from cmisweep.sweep.space import load_space
 
         print(plan(load_space(args.space, args.set or []), measure=not args.no_measure))
-        return 0
+        return ExitCode.OK
     return runner.run(args.space, resume=args.resume, address=args.address, tracking_uri=args.tracking_uri,
                       results_root=args.results, dashboard=args.dashboard, verbose=not args.quiet,
                       overrides=args.set or [], storage=args.storage)
@@ -90,7 +92,7 @@ def cmd_cluster_check(args) -> int:
 
     config = check(args.file)
     print(f"{args.file}: valid Ray cluster config ({config['cluster_name']}, provider {config['provider']['type']})")
-    return 0
+    return ExitCode.OK
 
 
 def cmd_synth_speech(args) -> int:
@@ -102,7 +104,7 @@ def cmd_synth_speech(args) -> int:
     out = synth_corpus(Path(args.out), speakers=args.speakers, utterances=args.utterances, seed=args.seed,
                        test_fraction=args.test_fraction, workers=args.workers)
     print(f"{out}: {args.speakers} speakers x {args.utterances} utterances in {time.perf_counter() - t0:.0f} s")
-    return 0
+    return ExitCode.OK
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -180,5 +182,5 @@ def main(argv: list[str] | None = None) -> int:
         return e.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return ExitCode.INTERRUPTED
 

@@ -10,6 +10,7 @@ from typing import Annotated, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from cmisweep import regularizer as R
+from cmisweep.models.critics import HeadChoice
 
 
 class Strict(BaseModel):
@@ -89,14 +90,14 @@ MODALITY = {"pixelcnn_vae": "image", "dsae": "speech"}
 
 
 class RegularizerConfig(Strict):
-    preset: Literal["vanilla", "beta", "advmi", "cmi"] = "vanilla"
+    preset: R.Preset = "vanilla"
     gamma: Annotated[float, Field(ge=0)] = 0.0  # the paper's knob (alpha for beta/advmi)
     alpha: Annotated[float, Field(ge=0)] | None = None  # cmi only: alpha != gamma
-    m_term: Literal["auto", "estimate", "drop"] = "auto"
-    c_form: Literal["paper", "exact"] = "paper"  # D_c negatives p(z)q(s) or q(z)q(s)
+    m_term: R.MTerm = "auto"
+    c_form: R.CForm = "paper"  # D_c negatives p(z)q(s) or q(z)q(s)
     critic_steps: Annotated[int, Field(ge=1, le=100)] = 2
     critic_lr: PosFloat | None = None  # default: 10x the VAE lr (the paper)
-    critic_head: Literal["model", "dot", "cosine", "mlp"] = "model"  # model: the paper's head
+    critic_head: HeadChoice = "model"  # model: the paper's head
     critic_width: PosInt = 256
     allow_weights_above_one: bool = False
 
@@ -140,7 +141,7 @@ class IhatConfig(Strict):
     batch_size: PosInt = 100
     n_train: PosInt = 5000  # encodings of validation data that train the critics
     n_eval: PosInt = 5000  # encodings of test data that the estimate is read on
-    head: Literal["model", "dot", "cosine", "mlp"] = "model"
+    head: HeadChoice = "model"
     width: PosInt = 256
     lr: PosFloat = 1e-3
     # auto: the critics train under bf16 autocast where the device has native bf16 (~2x, the

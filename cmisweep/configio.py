@@ -247,6 +247,3 @@ def validate(model: type[M], data: dict, file: str | Path | None) -> M:
         key, expected = format_validation_error(err, model)
         raise ConfigError(file, key, expected) from None
 
-
-def load(model: type[M], path: str | Path) -> M:
-    return validate(model, read_yaml(path), path)

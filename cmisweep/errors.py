@@ -7,17 +7,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from cmisweep.status import ExitCode
+
 
 class CmisweepError(Exception):
     """Base class: an error whose message is meant for the user, not a traceback."""
 
-    exit_code = 1
+    exit_code = ExitCode.ERROR
 
 
 class ConfigError(CmisweepError):
     """A config or search-space file is malformed: names the file, the key and what was expected."""
 
-    exit_code = 2
+    exit_code = ExitCode.BAD_INPUT
 
     def __init__(self, file: str | Path | None, key: str | None, expected: str):
         self.file = str(file) if file is not None else None
@@ -32,13 +34,13 @@ class ConfigError(CmisweepError):
 class DataError(CmisweepError):
     """A data file is missing, truncated or corrupt: names the file."""
 
-    exit_code = 2
+    exit_code = ExitCode.BAD_INPUT
 
 
 class TrainingDiverged(CmisweepError):
     """The loss became non-finite; names the epoch and the step (both 1-based)."""
 
-    exit_code = 1
+    exit_code = ExitCode.ERROR
 
     def __init__(self, epoch: int, step: int, detail: str = ""):
         self.epoch = epoch

@@ -28,12 +28,13 @@ the paper's methods:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
 
-PRESETS = ("vanilla", "beta", "advmi", "cmi")
+Preset = Literal["vanilla", "beta", "advmi", "cmi"]
+PRESETS: tuple[str, ...] = get_args(Preset)
 MTerm = Literal["auto", "estimate", "drop"]
 CForm = Literal["paper", "exact"]
 
@@ -86,11 +87,6 @@ class Regularizer:
     @property
     def uses_c(self) -> bool:
         return self.gamma != 0
-
-    @property
-    def beta(self) -> float:
-        """The beta-VAE weight on KL(z): 1 - alpha."""
-        return 1.0 - self.alpha
 
 
 def preset(

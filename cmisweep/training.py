@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import time
 from pathlib import Path
 from typing import Callable
@@ -20,6 +19,7 @@ import torch
 import torch.nn as nn
 
 from cmisweep import regularizer as R
+from cmisweep.files import atomic_write
 from cmisweep.config import TrainConfig
 from cmisweep.errors import TrainingDiverged
 
@@ -274,11 +274,7 @@ class Trainer:
 
     def save(self, path: str | Path) -> None:
         """Write atomically: a crash mid-write leaves the previous checkpoint intact."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(self.state_dict(), tmp)
-        os.replace(tmp, path)
+        atomic_write(path, lambda tmp: torch.save(self.state_dict(), tmp))
 
     def restore(self, path: str | Path) -> None:
         self.load_state_dict(torch.load(path, map_location=self.device, weights_only=True))

@@ -1,16 +1,20 @@
 """One trial from a TrialConfig: build data, model, regularizer and critics, train, evaluate.
 
-Used alike by `cmisweep train` (one local trial) and by the sweep's Ray trainable.
+The one trial body: `cmisweep train` (run_trial) and the sweep's Ray trainable both build with
+build_trainer and end with finish(), so they write the same artifacts; the trainable adds only
+what Tune needs (per-epoch reports, checkpoints, the scheduler's stop requests).
 """
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import torch
+import yaml
 
 from cmisweep.config import TrialConfig
 from cmisweep.data import load_dataset
@@ -22,7 +26,6 @@ from cmisweep.training import Trainer, resolve_device
 @dataclass
 class TrialResult:
     metrics: dict  # final metrics at the best validation epoch
-    history: list[dict]
     artifacts: list[Path] = field(default_factory=list)
 
 
@@ -80,6 +83,22 @@ def evaluate(trainer: Trainer, data, cfg: TrialConfig, out_dir: Path) -> tuple[d
     return metrics, artifacts
 
 
+def finish(trainer: Trainer, data, cfg: TrialConfig, out_dir: Path) -> tuple[dict, list[Path]]:
+    """The end of every trial, `cmisweep train` and a sweep's alike: evaluate the best epoch and
+    write its artifacts into out_dir: metrics.json, trial.yaml (the resolved config), curves.png
+    and the suite's figures (samples.png / conversion.png)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    metrics, artifacts = evaluate(trainer, data, cfg, out_dir)
+    metrics["time/eval_s"] = time.perf_counter() - t0
+    (out_dir / "trial.yaml").write_text(yaml.safe_dump(cfg.model_dump(), sort_keys=False))
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+    files = [out_dir / "trial.yaml", out_dir / "metrics.json"]
+    if trainer.history:
+        files.append(plot_curves(trainer.history, out_dir / "curves.png"))
+    return metrics, files + [a for a in artifacts if a not in files]
+
+
 def run_trial(
     cfg: TrialConfig,
     out_dir: str | Path,
@@ -87,15 +106,30 @@ def run_trial(
     resume_from: str | Path | None = None,
     checkpoint: str | Path | None = None,
 ) -> TrialResult:
-    """Train (continuing from `resume_from` if given) and evaluate; writes metrics.json in out_dir."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    """`cmisweep train`: train (continuing from `resume_from` if given), then finish()."""
     trainer, data = build_trainer(cfg)
     if resume_from is not None:
         trainer.restore(resume_from)
     trainer.fit(cfg.train.epochs, on_epoch=on_epoch, checkpoint=checkpoint)
-    t0 = time.perf_counter()
-    metrics, artifacts = evaluate(trainer, data, cfg, out_dir)
-    metrics["time/eval_s"] = time.perf_counter() - t0
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
-    return TrialResult(metrics, trainer.history, artifacts)
+    metrics, artifacts = finish(trainer, data, cfg, Path(out_dir))
+    return TrialResult(metrics, artifacts)
+
+
+def plot_curves(history: list[dict], path: Path) -> Path:
+    """The validation curves of a trial, one panel per quantity."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = [k for k in ("val/elbo", "val/objective", "val/kl_z", "val/c_hat", "val/m_hat") if k in history[0]]
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 2.8))
+    for ax, k in zip(axes if len(keys) > 1 else [axes], keys):
+        ys = [h.get(k, math.nan) for h in history]
+        ax.plot([h["epoch"] for h in history], ys, marker="o", ms=3)
+        ax.set_title(k)
+        ax.set_xlabel("epoch")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path

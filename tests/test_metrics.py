@@ -63,6 +63,8 @@ def test_cmisweep_train_end_to_end(fmnist_dir, tmp_path):
     assert [m[f"ihat_paper_seed{i}"] for i in range(3)]  # three critic seeds
     assert (out / "samples.png").is_file() and (out / "checkpoint.pt").is_file()
     assert json.loads((out / "metrics.json").read_text()) == m
+    # the one trial body (cmisweep.trial.finish): the same artifacts as a sweep's trial
+    assert {"trial.yaml", "metrics.json", "curves.png", "samples.png"} <= {f.name for f in out.iterdir()}
 
 
 def test_cmisweep_train_bad_config_exits_2(tmp_path):

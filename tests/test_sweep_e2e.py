@@ -60,6 +60,8 @@ def test_grid_sweep_end_to_end(fmnist_dir, tmp_path):
     child = next(c for c in children if c.info.run_name == "cmi_g0.3_s0")
     assert child.data.params["regularizer.preset"] == "cmi" and child.data.params["regularizer.gamma"] == "0.3"
     assert child.data.params["objective.uses_c"] == "True" and "train.lr" in child.data.params
+    arts = {a.path for a in client.list_artifacts(child.info.run_id)}  # what `cmisweep train` writes too
+    assert {"trial.yaml", "metrics.json", "curves.png", "samples.png"} <= arts, arts
     assert [m.step for m in client.get_metric_history(child.info.run_id, "val/elbo")] == [1]
     assert child.data.metrics["final/aolr"] == pytest.approx(float(trials.set_index("name").loc["cmi_g0.3_s0", "final/aolr"]))
     arts = {a.path for a in client.list_artifacts(child.info.run_id)}

@@ -12,11 +12,15 @@ The embedding depends on s alone, so positives and negatives (which share s) reu
 """
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-HEADS = ("dot", "cosine", "mlp")
+Head = Literal["dot", "cosine", "mlp"]
+HEADS: tuple[str, ...] = get_args(Head)
+HeadChoice = Literal["model", Head]  # "model": the model's own head (its CriticSpec)
 
 
 class MarginalCritic(nn.Module):

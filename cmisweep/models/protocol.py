@@ -44,7 +44,6 @@ class ElboTerms:
     kl_s: torch.Tensor  # KL(q(s|x,z) || p(s)); zeros where s is deterministic
     z: torch.Tensor  # z ~ q(z|x), (B, z_dim)
     s: torch.Tensor  # local features s, (B, ...) as the model defines them
-    qz: Gaussian
 
 
 @dataclass(frozen=True)

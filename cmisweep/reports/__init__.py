@@ -10,12 +10,13 @@
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pandas as pd
 
+from cmisweep.files import atomic_write, atomic_write_text
 from cmisweep.reports.claims import judge
+from cmisweep.status import TrialStatus
 from cmisweep.reports.frontier import KL as KL_COLUMN
 from cmisweep.reports.frontier import SCORES, frontier
 from cmisweep.reports.hypervolume import hypervolumes, with_reference
@@ -30,13 +31,13 @@ def write_reports(sweep_dir: Path, space, exp_dir: str | None = None) -> pd.Data
     """Write every report of a sweep; returns the trials frame. exp_dir: Tune's experiment
     (default sweep_dir/tune; a URI on a cluster with shared storage)."""
     trials = collect_trials(exp_dir or str(sweep_dir / "tune"), space)
-    _atomic(lambda p: trials.to_parquet(p, index=False), sweep_dir / "trials.parquet")
+    atomic_write(sweep_dir / "trials.parquet", lambda p: trials.to_parquet(p, index=False))
     hv = hypervolumes(trials)
     front = with_reference(frontier(trials), hv)
-    _atomic(lambda p: front.to_parquet(p, index=False), sweep_dir / "frontier.parquet")
+    atomic_write(sweep_dir / "frontier.parquet", lambda p: front.to_parquet(p, index=False))
     out = sweep_dir / "reports"
     out.mkdir(exist_ok=True)
-    _atomic(lambda p: hv.to_csv(p, index=False), out / "hypervolume.csv")
+    atomic_write(out / "hypervolume.csv", lambda p: hv.to_csv(p, index=False))
     plots = []
     for column in SCORES:
         if column in trials and trials[column].notna().any():
@@ -45,16 +46,15 @@ def write_reports(sweep_dir: Path, space, exp_dir: str | None = None) -> pd.Data
                 plots.append(p)
     points = searched_points(trials, space)
     if len(points):
-        _atomic(lambda p: points.to_csv(p, index=False), out / "search_points.csv")
+        atomic_write(out / "search_points.csv", lambda p: points.to_csv(p, index=False))
         p = plot_search(points, space, out / "search_points.png")
         if p is not None:
             plots.append(p)
     tests = paired_tests(trials)
-    _atomic(lambda p: tests.to_csv(p, index=False), out / "paired_tests.csv")
+    atomic_write(out / "paired_tests.csv", lambda p: tests.to_csv(p, index=False))
     claims = judge(tests)
-    _atomic(lambda p: claims.to_csv(p, index=False), out / "claims.csv")
-    _atomic(lambda p: p.write_text(markdown(space.name, trials, front, tests, plots, points, hv, claims)),
-            out / "report.md")
+    atomic_write(out / "claims.csv", lambda p: claims.to_csv(p, index=False))
+    atomic_write_text(out / "report.md", markdown(space.name, trials, front, tests, plots, points, hv, claims))
     return trials
 
 
@@ -92,7 +92,7 @@ def markdown(name: str, trials: pd.DataFrame, front: pd.DataFrame, tests: pd.Dat
     if points is not None and len(points):
         lines += ["## Points the searcher tried (objectives: mean over seed replicates, as told to the sampler)", "",
                   points.to_markdown(index=False, floatfmt=".4g"), ""]
-    stopped = trials[trials["status"] == "STOPPED"] if len(trials) else trials
+    stopped = trials[trials["status"] == TrialStatus.STOPPED] if len(trials) else trials
     if len(stopped):
         lines += ["## Stopped early by the scheduler", ""] + [
             f"- {r['name']}: at epoch {r['stopped_at']}" + ("" if pd.isna(r.get(KL_COLUMN)) else ", evaluated")
@@ -101,17 +101,10 @@ def markdown(name: str, trials: pd.DataFrame, front: pd.DataFrame, tests: pd.Dat
         lines += ["## Paired t-tests (scipy.stats.ttest_rel) across gamma x seeds, gamma > 0; p_holm: Holm over "
                   "the metrics tested against each baseline", "",
                   tests.to_markdown(index=False, floatfmt=".4g"), ""]
-    failed = trials[trials["status"] == "FAILED"] if len(trials) else trials
+    failed = trials[trials["status"] == TrialStatus.FAILED] if len(trials) else trials
     if len(failed):
         lines += ["## Failed trials", ""] + [f"- {r['name']}: {r['error']}" for _, r in failed.iterrows()] + [""]
     return "\n".join(lines)
-
-
-def _atomic(write, path: Path) -> None:
-    """Write beside, then rename: a crash never leaves a half-written report."""
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
 
 
 __all__ = ["write_reports", "collect_trials", "frontier", "paired_tests"]

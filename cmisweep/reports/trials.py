@@ -7,7 +7,7 @@ import pandas as pd
 
 from cmisweep.sweep.search import point_from_config
 from cmisweep.sweep.space import point_name
-from cmisweep.status import TrialStatus
+from cmisweep.status import TrialStatus, TuneStatus
 from cmisweep.sweep.trainable import STATUS, STOPPED_AT
 
 
@@ -27,10 +27,10 @@ def collect_trials(exp_dir: str, space) -> pd.DataFrame:
         last = trial.last_result or {}
         status = last.get(STATUS)
         stopped_at = last.get(STOPPED_AT)
-        if trial.status == "ERROR":
+        if trial.status == TuneStatus.ERROR:
             status = TrialStatus.FAILED
         elif status is None:  # no final result: stopped by the scheduler at its last epoch, or not ended
-            status = TrialStatus.STOPPED if trial.status == "TERMINATED" else TrialStatus.UNFINISHED
+            status = TrialStatus.STOPPED if trial.status == TuneStatus.TERMINATED else TrialStatus.UNFINISHED
             stopped_at = int(last.get("epoch", 0)) if status == TrialStatus.STOPPED else None
         row = {
             "trial_id": trial.trial_id, "name": point_name(point), "status": str(status),

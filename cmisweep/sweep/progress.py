@@ -7,7 +7,7 @@ import time
 import pandas as pd
 from ray import tune
 
-from cmisweep.status import EVALUATED, TrialStatus
+from cmisweep.status import EVALUATED, TrialStatus, TuneStatus
 from cmisweep.sweep.trainable import ERROR, STATUS, STOPPED_AT
 
 SUMMARY_COLUMNS = ["name", "status", "stopped_at", "final/test/kl_z", "final/aolr", "final/mcas", "final/eer_z", "final/eer_s",
@@ -47,7 +47,7 @@ class Progress(tune.Callback):
 
     def _done(self, trials, trial) -> int:
         # counted from Tune's trial list: right after a restore too
-        return sum(t.status in ("TERMINATED", "ERROR") or t is trial for t in trials)
+        return sum(t.status in (TuneStatus.TERMINATED, TuneStatus.ERROR) or t is trial for t in trials)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         last = trial.last_result or {}

@@ -8,8 +8,7 @@ Layout of results/<name>/:
     optuna.db       the Optuna study of a sampled sweep (tpe / nsga2): what the sampler was told
     trials.parquet, frontier.parquet, reports/   the reports (cmisweep.reports)
 
-Exit codes: 0 every trial ended as planned; 3 a trial failed; 4 no trial was evaluated (every one
-stopped early by the scheduler before its evaluation); 130 interrupted (resume with --resume).
+Exit codes: cmisweep.status.ExitCode.
 """
 from __future__ import annotations
 
@@ -24,9 +23,9 @@ from pathlib import Path
 import yaml
 
 from cmisweep.errors import ConfigError
+from cmisweep.files import atomic_write_text
+from cmisweep.status import ExitCode, RunStatus, TrialStatus
 from cmisweep.sweep.space import SearchSpace, load_space, point_name
-
-EXIT_OK, EXIT_FAILED_TRIALS, EXIT_NOTHING_EVALUATED, EXIT_INTERRUPTED = 0, 3, 4, 130
 
 
 def sweep_dir_for(space: SearchSpace, results_root: Path, file: str | None) -> Path:
@@ -101,8 +100,8 @@ def run(path: str, *, resume: bool = False, address: str | None = None, tracking
     # nothing was written before this point: a bad input leaves no trace
     sweep_dir.mkdir(parents=True, exist_ok=True)
     if not resume:
-        _write_text(sweep_dir / "space.yaml", yaml.safe_dump(space.model_dump(mode="json"), sort_keys=False))
-        _write_json(state, meta)
+        atomic_write_text(sweep_dir / "space.yaml", yaml.safe_dump(space.model_dump(mode="json"), sort_keys=False))
+        atomic_write_text(state, json.dumps(meta, indent=2))
     return _execute(space, sweep_dir, meta, uri, resume=resume, address=address, dashboard=dashboard,
                     verbose=verbose)
 
@@ -134,11 +133,10 @@ def _execute(space, sweep_dir: Path, meta: dict, uri: str, *, resume: bool, addr
 
     from cmisweep.reports import write_reports
     from cmisweep.reports.frontier import finished
-    from cmisweep.status import TrialStatus
     from cmisweep.sweep import search
     from cmisweep.sweep.progress import Progress, summary_table
     from cmisweep.sweep.state_backup import StateBackup, repair
-    from cmisweep.sweep.tracking import Tracker
+    from cmisweep.sweep.tracking import SweepRun, TrialLogger
     from cmisweep.sweep.trainable import make_trainable
     from cmisweep.trial import flat_params
 
@@ -162,9 +160,11 @@ def _execute(space, sweep_dir: Path, meta: dict, uri: str, *, resume: bool, addr
         name = point_name(search.point_from_config(space, config))
         return name if "point" in config else f"{name}_{trial_id[-5:]}"
 
-    tracker = Tracker(uri, space.tracking.experiment or space.name, meta["sweep_id"], space.name,
-                      sweep_dir.parent / "mlartifacts" if uri.startswith("sqlite:") else None, params_of, name_of)
-    tracker.start()
+    experiment = space.tracking.experiment or space.name
+    sweep_run = SweepRun(uri, experiment, meta["sweep_id"], space.name,
+                         sweep_dir.parent / "mlartifacts" if uri.startswith("sqlite:") else None)
+    sweep_run.start()
+    trial_logger = TrialLogger(uri, experiment, meta["sweep_id"], params_of, name_of)
     total = search.n_trials(space)
     progress = Progress(total, space.trial.train.epochs, name_of, verbose)
     ray.init(**ray_init_options(address, dashboard))
@@ -182,12 +182,9 @@ def _execute(space, sweep_dir: Path, meta: dict, uri: str, *, resume: bool, addr
               file=sys.stderr, flush=True)
     try:
         if resume and tune.Tuner.can_restore(exp_dir):
+            # Tune restores the callbacks pickled with the experiment: the trial logger finds its
+            # runs again by their tags in setup(), the progress and backup callbacks hold no state
             tuner = tune.Tuner.restore(exp_dir, trainable, resume_errored=True)
-            # Tune restores the callbacks pickled with the experiment; use this process's instead
-            # (the pickled ones would work too: they find their runs by tags in setup()).
-            local = getattr(tuner, "_local_tuner", None)
-            if local is not None and hasattr(local, "_run_config"):
-                local._run_config.callbacks = [tracker, progress, backup]
         else:
             tuner = tune.Tuner(
                 trainable,
@@ -199,7 +196,7 @@ def _execute(space, sweep_dir: Path, meta: dict, uri: str, *, resume: bool, addr
                     trial_name_creator=lambda t: name_of(t.config, t.trial_id),
                     trial_dirname_creator=lambda t: f"{name_of(t.config, t.trial_id)}_{t.trial_id}"),
                 run_config=tune.RunConfig(
-                    name="tune", storage_path=storage_root, callbacks=[tracker, progress, backup], verbose=0,
+                    name="tune", storage_path=storage_root, callbacks=[trial_logger, progress, backup], verbose=0,
                     checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
                     failure_config=tune.FailureConfig(max_failures=space.max_failures)),
             )
@@ -210,37 +207,37 @@ def _execute(space, sweep_dir: Path, meta: dict, uri: str, *, resume: bool, addr
         ray.shutdown()
     wall = time.time() - t0
     frame = write_reports(sweep_dir, space, exp_dir)
-    tracker.log_parent_artifacts(sweep_dir / "reports")
+    sweep_run.log_parent_artifacts(sweep_dir / "reports")
     failed = int((frame["status"] == TrialStatus.FAILED).sum()) if len(frame) else 0
     interrupted = interrupted or bool(len(frame) and (frame["status"] == TrialStatus.UNFINISHED).any())
     evaluated = len(finished(frame))
     stopped = int((frame["status"] == TrialStatus.STOPPED).sum()) if len(frame) else 0
     if interrupted:
-        tracker.finish("KILLED", unfinished_status="KILLED")
+        sweep_run.finish(RunStatus.KILLED, unfinished_status=RunStatus.KILLED)
     else:
-        tracker.finish("FAILED" if failed else "FINISHED", unfinished_status="FAILED")
+        sweep_run.finish(RunStatus.FAILED if failed else RunStatus.FINISHED, unfinished_status=RunStatus.FAILED)
     print(summary_table(frame), flush=True)
     print(f"\nsweep {space.name}: {len(frame)} trials, {evaluated} evaluated, {stopped} stopped early, {failed} failed, "
           f"{wall / 60:.1f} min", flush=True)
     print(f"reports: {sweep_dir / 'reports'}\ntracking: {uri} (open with: cmisweep ui {space.name})", flush=True)
-    if tracker.errors:
-        print(f"warning: {tracker.errors} MLflow logging calls failed; see the warnings above", file=sys.stderr)
+    if sweep_run.errors:
+        print(f"warning: {sweep_run.errors} MLflow logging calls failed; see the warnings above", file=sys.stderr)
     if interrupted:
         print(f"interrupted: continue with `cmisweep run {sweep_dir / 'space.yaml'} --resume`", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return ExitCode.INTERRUPTED
     if len(frame) and not evaluated:
         print(f"error: no trial was evaluated ({stopped} stopped early by the scheduler, {failed} failed): the "
               "reports have no final metrics; set scheduler.evaluate_stopped: true, or raise grace_period",
               file=sys.stderr)
-        return EXIT_NOTHING_EVALUATED
-    return EXIT_FAILED_TRIALS if failed else EXIT_OK
+        return ExitCode.NOTHING_EVALUATED
+    return ExitCode.FAILED_TRIALS if failed else ExitCode.OK
 
 
 def report(sweep: str, results_root: str | Path = "results") -> int:
     """`cmisweep report`: rewrite the reports of a sweep from its Tune state; log them to its parent run."""
     from cmisweep.reports import write_reports
     from cmisweep.sweep.progress import summary_table
-    from cmisweep.sweep.tracking import Tracker
+    from cmisweep.sweep.tracking import SweepRun
 
     d = Path(sweep) if (Path(sweep) / "sweep.json").exists() else Path(results_root) / sweep
     if not (d / "sweep.json").exists():
@@ -250,22 +247,11 @@ def report(sweep: str, results_root: str | Path = "results") -> int:
     frame = write_reports(d, space, experiment_dir(d, meta))
     print(summary_table(frame))
     print(f"reports: {d / 'reports'}, {d / 'trials.parquet'}, {d / 'frontier.parquet'}")
-    tracker = Tracker(meta["tracking_uri"], space.tracking.experiment or space.name, meta["sweep_id"], space.name,
-                      None, None, None)
+    sweep_run = SweepRun(meta["tracking_uri"], space.tracking.experiment or space.name, meta["sweep_id"], space.name,
+                         None)
     try:
-        tracker.start(mark_running=False)
-        tracker.log_parent_artifacts(d / "reports")
+        sweep_run.start(mark_running=False)
+        sweep_run.log_parent_artifacts(d / "reports")
     except Exception as e:  # noqa: BLE001 - the files are written; the store is a copy of them
         print(f"warning: could not log the reports to MLflow ({e})", file=sys.stderr)
-    return 0
-
-
-def _write_json(path: Path, data: dict) -> None:
-    _write_text(path, json.dumps(data, indent=2))
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
+    return ExitCode.OK

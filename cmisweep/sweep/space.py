@@ -30,6 +30,7 @@ from pydantic import Field, field_validator, model_validator
 from cmisweep import configio
 from cmisweep.config import PosInt, Strict, TrialConfig
 from cmisweep.errors import ConfigError
+from cmisweep.regularizer import Preset
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
@@ -54,7 +55,7 @@ Values = Union[Annotated[list[Union[float, int, str, bool]], Field(min_length=1)
 
 
 class SearchDims(Strict):
-    presets: Annotated[list[Literal["vanilla", "beta", "advmi", "cmi"]], Field(min_length=1)] = ["cmi"]
+    presets: Annotated[list[Preset], Field(min_length=1)] = ["cmi"]
     gamma: Union[Annotated[list[Annotated[float, Field(ge=0)]], Field(min_length=1)], Range] = [0.0]
     alpha: Union[Annotated[list[Annotated[float, Field(ge=0)]], Field(min_length=1)], Range, None] = None
     seeds: Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)] = [0]

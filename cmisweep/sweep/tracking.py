@@ -1,13 +1,15 @@
 """MLflow tracking of a sweep: one parent run per sweep, one child run per trial.
 
-The tracker is a Tune callback in the driver, so one process writes to the store (no "database
-is locked" under sqlite however many trials run at once) and the trials' per-step path never
-touches MLflow. Runs are found again by tags, so a restored sweep reuses its parent and child runs
+Two objects: SweepRun owns the parent run (the runner starts and finishes it); TrialLogger is a
+Tune callback in the driver that writes each trial's child run, so one process writes to the store
+(no "database is locked" under sqlite however many trials run at once) and the trials' per-step
+path never touches MLflow. Runs are found again by tags, so a restored sweep reuses its parent and child runs
 instead of creating new ones (the trap of MLflowLoggerCallback) and metrics already logged for an
 epoch are not logged twice. A trial that Ray retries after a crash keeps its child run.
 """
 from __future__ import annotations
 
+import collections
 import logging
 import sys
 import tempfile
@@ -20,7 +22,7 @@ from mlflow.tracking import MlflowClient
 from ray import tune
 
 from cmisweep.errors import ConfigError
-from cmisweep.status import EVALUATED, TrialStatus
+from cmisweep.status import EVALUATED, RunStatus, TrialStatus
 from cmisweep.sweep.trainable import ERROR, STATUS, STOPPED_AT
 
 log = logging.getLogger(__name__)
@@ -66,11 +68,84 @@ def _writable(path: Path) -> bool:
         return False
 
 
-class Tracker(tune.Callback):
-    def __init__(self, uri: str, experiment: str, sweep_id: str, sweep_name: str, artifact_root: Path | None,
-                 params_of, names_of):
-        self.uri, self.experiment, self.sweep_id, self.sweep_name = uri, experiment, sweep_id, sweep_name
-        self.artifact_root = artifact_root
+# MLflow calls that failed, per sweep id, in this process: the trial logger that Tune restores from
+# its pickled experiment is not the runner's object, so the count lives here
+FAILURES: collections.Counter = collections.Counter()
+
+
+def _experiment_id(client: MlflowClient, experiment: str, artifact_root: Path | None) -> str:
+    exp = client.get_experiment_by_name(experiment)
+    if exp is not None:
+        return exp.experiment_id
+    loc = (artifact_root / experiment).resolve().as_uri() if artifact_root else None
+    return client.create_experiment(experiment, artifact_location=loc)
+
+
+def _find_parent(client: MlflowClient, exp_id: str, sweep_id: str) -> str | None:
+    found = client.search_runs([exp_id], f"tags.`{TAG_SWEEP}` = '{sweep_id}' and tags.`{TAG_ROLE}` = 'parent'",
+                               max_results=1)
+    return found[0].info.run_id if found else None
+
+
+def _children(client: MlflowClient, exp_id: str, parent_id: str) -> dict[str, str]:
+    """trial id -> child run id, from the runs' tags."""
+    runs = client.search_runs([exp_id], f"tags.`mlflow.parentRunId` = '{parent_id}'", max_results=50000)
+    return {r.data.tags[TAG_TRIAL]: r.info.run_id for r in runs if TAG_TRIAL in r.data.tags}
+
+
+class SweepRun:
+    """The sweep's parent run: found again by its tags on resume, closed at the end (with any child
+    run a trial left RUNNING), the reports logged to it."""
+
+    def __init__(self, uri: str, experiment: str, sweep_id: str, sweep_name: str, artifact_root: Path | None):
+        self.client = MlflowClient(uri)
+        self.experiment, self.sweep_id, self.sweep_name, self.artifact_root = experiment, sweep_id, sweep_name, artifact_root
+        self.parent_id: str | None = None
+
+    def start(self, mark_running: bool = True) -> str:
+        """Find or create the experiment and the parent run; mark it RUNNING."""
+        self.exp_id = _experiment_id(self.client, self.experiment, self.artifact_root)
+        self.parent_id = _find_parent(self.client, self.exp_id, self.sweep_id)
+        if self.parent_id is None:
+            run = self.client.create_run(self.exp_id, run_name=self.sweep_name,
+                                         tags={TAG_SWEEP: self.sweep_id, TAG_ROLE: "parent"})
+            self.parent_id = run.info.run_id
+        elif mark_running:
+            self.client.update_run(self.parent_id, status=RunStatus.RUNNING)
+        return self.parent_id
+
+    @property
+    def errors(self) -> int:
+        return FAILURES[self.sweep_id]
+
+    def finish(self, status: str = RunStatus.FINISHED, unfinished_status: str | None = None) -> None:
+        """Close the parent run; runs of trials that did not end are closed as `unfinished_status`
+        (KILLED on Ctrl-C) so that none stays RUNNING."""
+        if unfinished_status:
+            for run_id in _children(self.client, self.exp_id, self.parent_id).values():
+                if self.client.get_run(run_id).info.status == RunStatus.RUNNING:
+                    self.client.set_terminated(run_id, unfinished_status)
+        self.client.set_terminated(self.parent_id, status)
+
+    def log_parent_artifacts(self, directory: Path) -> None:
+        _safe(self.sweep_id, lambda: self.client.log_artifacts(self.parent_id, str(directory), "reports"))
+
+
+def _safe(sweep_id: str, fn, *args) -> None:
+    """Tracking must not stop a sweep: a failing store is reported, the sweep goes on."""
+    try:
+        fn(*args)
+    except Exception as e:  # noqa: BLE001
+        FAILURES[sweep_id] += 1
+        print(f"warning: MLflow logging failed ({type(e).__name__}: {e})", file=sys.stderr, flush=True)
+
+
+class TrialLogger(tune.Callback):
+    """A Tune callback in the driver: one child run per trial under the sweep's parent run (which
+    SweepRun.start() created), its params, per-epoch and final metrics, status and artifacts."""
+
+    def __init__(self, uri: str, experiment: str, sweep_id: str, params_of, names_of):
+        self.uri, self.experiment, self.sweep_id = uri, experiment, sweep_id
         self.params_of = params_of  # trial config -> flat params
         self.names_of = names_of  # trial config -> run name
         self._reset()
@@ -80,51 +155,30 @@ class Tracker(tune.Callback):
         self.parent_id: str | None = None
         self.children: dict[str, str] = {}
         self.last_epoch: dict[str, int] = {}
-        self.errors = 0
 
-    # Tune pickles its callbacks with the experiment and a restored sweep may use that copy: it
-    # must find its runs again by their tags, not trust state from another process.
+    # Tune pickles its callbacks with the experiment and a restored sweep uses that copy: it finds
+    # its runs again by their tags, not by state from another process.
     def __getstate__(self) -> dict:
         return {k: v for k, v in self.__dict__.items()
-                if k not in ("client", "parent_id", "children", "last_epoch", "errors", "exp_id")}
+                if k not in ("client", "parent_id", "children", "last_epoch", "exp_id")}
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
         self._reset()
 
     def setup(self, **info) -> None:
+        self._runs()
+
+    def _runs(self) -> None:
         if self.parent_id is None:
-            self.start()
-
-    # --- runs ------------------------------------------------------------------------------------
-
-    def start(self, mark_running: bool = True) -> str:
-        """Find or create the experiment and the parent run; mark it RUNNING."""
-        exp = self.client.get_experiment_by_name(self.experiment)
-        if exp is None:
-            loc = (self.artifact_root / self.experiment).resolve().as_uri() if self.artifact_root else None
-            exp_id = self.client.create_experiment(self.experiment, artifact_location=loc)
-        else:
-            exp_id = exp.experiment_id
-        self.exp_id = exp_id
-        found = self.client.search_runs([exp_id], f"tags.`{TAG_SWEEP}` = '{self.sweep_id}' and "
-                                                  f"tags.`{TAG_ROLE}` = 'parent'", max_results=1)
-        if found:
-            self.parent_id = found[0].info.run_id
-            if mark_running:
-                self.client.update_run(self.parent_id, status="RUNNING")
-            for run in self.client.search_runs([exp_id], f"tags.`mlflow.parentRunId` = '{self.parent_id}'",
-                                               max_results=50000):
-                tid = run.data.tags.get(TAG_TRIAL)
-                if tid:
-                    self.children[tid] = run.info.run_id
-        else:
-            run = self.client.create_run(exp_id, run_name=self.sweep_name,
-                                         tags={TAG_SWEEP: self.sweep_id, TAG_ROLE: "parent"})
-            self.parent_id = run.info.run_id
-        return self.parent_id
+            self.exp_id = _experiment_id(self.client, self.experiment, None)
+            self.parent_id = _find_parent(self.client, self.exp_id, self.sweep_id)
+            if self.parent_id is None:
+                raise RuntimeError(f"no parent run of sweep {self.sweep_id}: SweepRun.start() comes first")
+            self.children = _children(self.client, self.exp_id, self.parent_id)
 
     def _child(self, trial) -> str:
+        self._runs()
         tid = trial.trial_id
         if tid not in self.children:
             run = self.client.create_run(
@@ -145,17 +199,12 @@ class Tracker(tune.Callback):
         return self.last_epoch[run_id]
 
     def _safe(self, fn, *args) -> None:
-        """The tracker must not stop a sweep: a failing store is reported, the sweep goes on."""
-        try:
-            fn(*args)
-        except Exception as e:  # noqa: BLE001
-            self.errors += 1
-            print(f"warning: MLflow logging failed ({type(e).__name__}: {e})", file=sys.stderr, flush=True)
+        _safe(self.sweep_id, fn, *args)
 
     # --- Tune callbacks ----------------------------------------------------------------------------
 
     def on_trial_start(self, iteration, trials, trial, **info):
-        self._safe(lambda: self.client.update_run(self._child(trial), status="RUNNING"))
+        self._safe(lambda: self.client.update_run(self._child(trial), status=RunStatus.RUNNING))
 
     on_trial_restore = on_trial_start
 
@@ -207,30 +256,16 @@ class Tracker(tune.Callback):
         elif STOPPED_AT in last:
             tags.append(RunTag(TAG_STOPPED_AT, str(int(last[STOPPED_AT]))))
         self.client.log_batch(run_id, tags=[RunTag(TAG_STATUS, str(status)), *tags])
-        self.client.set_terminated(run_id, "FAILED" if status == TrialStatus.FAILED else "FINISHED")
+        self.client.set_terminated(run_id, RunStatus.FAILED if status == TrialStatus.FAILED else RunStatus.FINISHED)
 
     def on_trial_error(self, iteration, trials, trial, **info):
         def fail():
             run_id = self._child(trial)
             self.client.log_batch(run_id, tags=[RunTag(TAG_STATUS, TrialStatus.FAILED),
                                                 RunTag(TAG_ERROR, error_message(trial)[:5000])])
-            self.client.set_terminated(run_id, "FAILED")
+            self.client.set_terminated(run_id, RunStatus.FAILED)
 
         self._safe(fail)
-
-    # --- the end -----------------------------------------------------------------------------------
-
-    def finish(self, status: str = "FINISHED", unfinished_status: str | None = None) -> None:
-        """Close the parent run; runs of trials that did not end are closed as `unfinished_status`
-        (KILLED on Ctrl-C) so that none stays RUNNING."""
-        if unfinished_status:
-            for run_id in self.children.values():
-                if self.client.get_run(run_id).info.status == "RUNNING":
-                    self.client.set_terminated(run_id, unfinished_status)
-        self.client.set_terminated(self.parent_id, status)
-
-    def log_parent_artifacts(self, directory: Path) -> None:
-        self._safe(lambda: self.client.log_artifacts(self.parent_id, str(directory), "reports"))
 
 
 def error_message(trial) -> str:

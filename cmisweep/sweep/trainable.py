@@ -12,20 +12,17 @@ status STOPPED with the rung in `cmisweep/stopped_at`.
 from __future__ import annotations
 
 import json
-import math
-import shutil
 import tempfile
 from pathlib import Path
 
 import torch
-import yaml
 from ray import tune
 
 from cmisweep.errors import TrainingDiverged
 from cmisweep.status import TrialStatus
 from cmisweep.sweep.search import point_from_config
 from cmisweep.sweep.space import SearchSpace, trial_config
-from cmisweep.trial import build_trainer, evaluate
+from cmisweep.trial import build_trainer, finish
 
 CHECKPOINT_FILE = "checkpoint.pt"
 FINAL_FILE = "final.json"  # in the last checkpoint: the final result, reported again after a restore
@@ -90,16 +87,7 @@ def make_trainable(space: SearchSpace):
             stopped_at = stop.epoch
         with tempfile.TemporaryDirectory(prefix="cmisweep-final-") as d:
             out = Path(d)
-            art = out / "artifacts"
-            art.mkdir()
-            metrics, files = evaluate(trainer, data, cfg, art)
-            for f in files:
-                if f.parent != art:
-                    shutil.copy(f, art / f.name)
-            (art / "trial.yaml").write_text(yaml.safe_dump(cfg.model_dump(), sort_keys=False))
-            (art / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
-            if trainer.history:
-                _plot_curves(trainer.history, art / "curves.png")
+            metrics, _ = finish(trainer, data, cfg, out / "artifacts")
             trainer.save(out / CHECKPOINT_FILE)
             last = trainer.history[-1] if trainer.history else {"epoch": 0}
             final = {**_numbers(last), **{f"final/{k}": v for k, v in _numbers(metrics).items()}}
@@ -110,21 +98,3 @@ def make_trainable(space: SearchSpace):
             tune.report(final, checkpoint=tune.Checkpoint.from_directory(d))
 
     return cmisweep_trial
-
-
-def _plot_curves(history: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    keys = [k for k in ("val/elbo", "val/objective", "val/kl_z", "val/c_hat", "val/m_hat") if k in history[0]]
-    fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 2.8))
-    for ax, k in zip(axes if len(keys) > 1 else [axes], keys):
-        ys = [h.get(k, math.nan) for h in history]
-        ax.plot([h["epoch"] for h in history], ys, marker="o", ms=3)
-        ax.set_title(k)
-        ax.set_xlabel("epoch")
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from cmisweep.errors import ConfigError
+from cmisweep.status import ExitCode
 from cmisweep.sweep.tracking import default_uri
 
 
@@ -41,7 +42,7 @@ def server_command(uri: str, host: str, port: int) -> tuple[list[str], dict]:
 def serve(uri: str, host: str = "127.0.0.1", port: int = 5000) -> int:
     if uri.startswith(("http://", "https://")):
         print(f"the tracking store is a server already: open {uri}")
-        return 0
+        return ExitCode.OK
     cmd, env = server_command(uri, host, port)
     print(f"MLflow UI for {uri}\n  open http://{host}:{port}  (Ctrl-C stops it)", flush=True)
     if host not in ("127.0.0.1", "localhost", "::1"):
@@ -52,4 +53,4 @@ def serve(uri: str, host: str = "127.0.0.1", port: int = 5000) -> int:
     except KeyboardInterrupt:
         proc.terminate()
         proc.wait(timeout=10)
-        return 0
+        return ExitCode.OK
