@@ -38,7 +38,7 @@ def _check_study_told_seed_means(study, trials, metrics, n_points):
     counts = trials.groupby(["gamma", trials["alpha"].fillna(-1.0)]).size()
     assert len(means) == n_points and (counts == len(trials) // n_points).all()  # no point proposed twice
     for t in done:
-        key = (t.params["gamma"], t.params.get("alpha", -1.0))
+        key = (t.params["point/gamma"], t.params.get("point/alpha", -1.0))
         told = t.values
         assert told == pytest.approx([means.loc[key, m] for m in metrics], rel=1e-9), (key, told)
 

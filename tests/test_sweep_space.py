@@ -102,7 +102,9 @@ def test_sampled_space_builds_optuna_searchers():
     algo = search.search_algorithm(space)
     assert isinstance(algo, search.Replicates) and algo.repeat == 2
     assert search.num_samples(space) == 6
-    point = search.point_from_config(space, {"preset": "cmi", "gamma": 0.2, "alpha": 0.4, "__trial_index__": 1})
+    assert set(search.param_space(space)) == {"point"}  # one shape of Tune config for every algorithm
+    point = search.point_from_config(space, {"point": {"preset": "cmi", "gamma": 0.2, "alpha": 0.4},
+                                             "__trial_index__": 1})
     assert point["seed"] == 1 and trial_config(space, point).regularizer.build().m_weight == pytest.approx(0.2)
 
 

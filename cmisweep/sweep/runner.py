@@ -158,7 +158,8 @@ def _execute(space, sweep_dir: Path, meta: dict, uri: str, *, resume: bool, addr
 
     def name_of(config: dict, trial_id: str) -> str:
         name = point_name(search.point_from_config(space, config))
-        return name if "point" in config else f"{name}_{trial_id[-5:]}"
+        # a sampler may propose the same point twice: a sampled trial's name carries its id
+        return name if space.algorithm.kind == "grid" else f"{name}_{trial_id[-5:]}"
 
     experiment = space.tracking.experiment or space.name
     sweep_run = SweepRun(uri, experiment, meta["sweep_id"], space.name,

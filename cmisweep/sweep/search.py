@@ -51,25 +51,27 @@ def _dist(v):
 
 
 def param_space(space: SearchSpace) -> dict:
+    """Tune's param space, one shape for every algorithm: config["point"] is the point a trial
+    runs. A grid lists its points; a searcher samples preset, gamma, alpha and params (the Optuna
+    study names them point/gamma, ...) and the seed follows from the replicate's index."""
     if space.algorithm.kind == "grid":
         return {"point": tune.grid_search(grid_points(space))}
     s = space.search
-    out = {"preset": _dist(s.presets), "gamma": _dist(s.gamma)}
+    point = {"preset": _dist(s.presets), "gamma": _dist(s.gamma)}
     if s.alpha is not None:
-        out["alpha"] = _dist(s.alpha)
+        point["alpha"] = _dist(s.alpha)
     if s.params:
-        out["params"] = {k: _dist(v) for k, v in s.params.items()}
-    return out
+        point["params"] = {k: _dist(v) for k, v in s.params.items()}
+    return {"point": point}
 
 
 def point_from_config(space: SearchSpace, config: dict) -> dict:
-    """The point a trial runs, from the config Tune gave it (grid or sampled)."""
-    if "point" in config:
-        return dict(config["point"])
-    seeds = space.search.seeds
-    return {"preset": config["preset"], "gamma": float(config["gamma"]),
-            "alpha": None if config.get("alpha") is None else float(config["alpha"]),
-            "seed": seeds[int(config.get(TRIAL_INDEX, 0)) % len(seeds)], "params": dict(config.get("params") or {})}
+    """The point {preset, gamma, alpha, seed, params} a trial runs, from its Tune config."""
+    p = config["point"]
+    seed = p["seed"] if "seed" in p else space.search.seeds[int(config.get(TRIAL_INDEX, 0)) % len(space.search.seeds)]
+    return {"preset": p["preset"], "gamma": float(p["gamma"]),
+            "alpha": None if p.get("alpha") is None else float(p["alpha"]), "seed": seed,
+            "params": dict(p.get("params") or {})}
 
 
 def search_algorithm(space: SearchSpace, study_db: str | None = None) -> Searcher | None:
