@@ -44,10 +44,12 @@ def resolve_precision(precision: str, model: nn.Module, device: torch.device) ->
     """auto -> the model's measured fast path (its `fast_precision`) where the device has native bf16, else fp32."""
     if precision != "auto":
         return precision
-    want = getattr(model, "fast_precision", "fp32")
-    if want == "bf16" and not bf16_native(device):
-        return "fp32"
-    return want
+    return auto_precision(getattr(model, "fast_precision", "fp32"), device)
+
+
+def auto_precision(fast: str, device: torch.device) -> str:
+    """A measured fast path `fast` where the device runs it natively: bf16 falls back to fp32."""
+    return "fp32" if fast == "bf16" and not bf16_native(device) else fast
 
 
 def bf16_native(device: torch.device) -> bool:

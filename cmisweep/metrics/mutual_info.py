@@ -21,7 +21,7 @@ from cmisweep.config import EvalConfig
 from cmisweep.metrics.encodings import cached_sampler
 from cmisweep.models.critic_ensemble import CriticEnsemble
 from cmisweep.models.critics import JointCritic
-from cmisweep.training import bf16_native
+from cmisweep.training import auto_precision
 
 Sampler = Callable[[int], tuple[torch.Tensor, torch.Tensor]]  # batch size -> (z, s) ~ q(z, s)
 
@@ -224,7 +224,8 @@ def ihat_metrics(model, data, cfg: EvalConfig, seed: int = 0, legacy: bool = Fal
         return lambda: JointCritic(model.z_dim, spec.s_shape, h, ic.width).to(device)
 
     val_x = data.val_x[: ic.n_train]
-    bf16 = not legacy and (ic.precision == "bf16" or (ic.precision == "auto" and bf16_native(device)))
+    precision = auto_precision("bf16", device) if ic.precision == "auto" else ic.precision
+    bf16 = not legacy and precision == "bf16"
     # legacy: encode every batch (the former path); else encode the validation images once
     sampler = None if legacy else cached_sampler(model, val_x, g, cfg.batch_size,
                                                  torch.bfloat16 if bf16 else torch.float32)

@@ -64,8 +64,12 @@ def hypervolumes(trials: pd.DataFrame, n_boot: int = 200, seed: int = 0) -> pd.D
         ref = reference_point(t, column)
         point = _per_preset(t, column, ref)
         boot: dict[str, list[float]] = {p: [] for p in point}
+        by_multiset: dict[tuple, dict[str, float]] = {}  # seed means ignore order: 3 seeds, 10 resamples
         for draw in draws:
-            hv = _per_preset(pd.concat([by_seed[s] for s in draw]), column, ref)
+            key = tuple(sorted(draw))
+            if key not in by_multiset:
+                by_multiset[key] = _per_preset(pd.concat([by_seed[s] for s in key]), column, ref)
+            hv = by_multiset[key]
             for p in point:
                 boot[p].append(hv.get(p, 0.0))
         for p, value in point.items():
