@@ -5,6 +5,7 @@ one as its fixed settings and overrides keys per trial.
 """
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -90,9 +91,13 @@ MODALITY = {"pixelcnn_vae": "image", "dsae": "speech"}
 
 
 class RegularizerConfig(Strict):
+    """The regularizer as data: a preset and the paper's knob (the gamma of its Fig. 3 and tables),
+    from which J's weights alpha and gamma follow (docs/design.md section 1). `objective` is that
+    resolution, built once per config."""
+
     preset: R.Preset = "vanilla"
-    gamma: Annotated[float, Field(ge=0)] = 0.0  # the paper's knob (alpha for beta/advmi)
-    alpha: Annotated[float, Field(ge=0)] | None = None  # cmi only: alpha != gamma
+    knob: Annotated[float, Field(ge=0)] = 0.0  # the paper's gamma axis: J's alpha for beta/advmi
+    alpha: Annotated[float, Field(ge=0)] | None = None  # cmi only: J's alpha != the knob (J's gamma)
     m_term: R.MTerm = "auto"
     c_form: R.CForm = "paper"  # D_c negatives p(z)q(s) or q(z)q(s)
     critic_steps: Annotated[int, Field(ge=1, le=100)] = 2
@@ -101,14 +106,24 @@ class RegularizerConfig(Strict):
     critic_width: PosInt = 256
     allow_weights_above_one: bool = False
 
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data):
+        if isinstance(data, dict) and "gamma" in data:
+            raise ValueError("regularizer.gamma is now regularizer.knob (the paper's gamma axis; J's alpha and "
+                             "gamma follow from the preset)")
+        return data
+
     @model_validator(mode="after")
     def _check(self):
-        self.build()  # raises ValueError with the reason
+        self.objective  # built here once: raises ValueError with the reason
         return self
 
-    def build(self) -> R.Regularizer:
+    @cached_property
+    def objective(self) -> R.Regularizer:
+        """J's weights and terms for this preset and knob (Eq. 14 of the paper and its baselines)."""
         return R.preset(
-            self.preset, self.gamma, self.alpha, m_term=self.m_term, c_form=self.c_form,
+            self.preset, self.knob, self.alpha, m_term=self.m_term, c_form=self.c_form,
             critic_steps=self.critic_steps, allow_weights_above_one=self.allow_weights_above_one,
         )
 

@@ -91,7 +91,7 @@ class Regularizer:
 
 def preset(
     name: str,
-    gamma: float = 0.0,
+    knob: float = 0.0,
     alpha: float | None = None,
     *,
     m_term: MTerm = "auto",
@@ -99,26 +99,27 @@ def preset(
     critic_steps: int = 2,
     allow_weights_above_one: bool = False,
 ) -> Regularizer:
-    """Build a regularizer from the paper's knob: `gamma` is the grid value of the paper's Fig. 3,
-    i.e. alpha for beta/advmi and alpha = gamma for cmi; cmi takes an independent `alpha` too."""
+    """Build a regularizer from the paper's knob, the gamma of its Fig. 3 and tables (docs/design.md
+    section 1): J's alpha for beta/advmi (J's gamma is 0), alpha = gamma for cmi; cmi takes an
+    independent `alpha` too."""
     common = dict(critic_steps=critic_steps, allow_weights_above_one=allow_weights_above_one, preset=name)
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; expected one of {', '.join(PRESETS)}")
     if alpha is not None and name != "cmi":
-        raise ValueError(f"alpha is set independently only with preset cmi; preset {name} takes gamma alone")
+        raise ValueError(f"alpha is set independently only with preset cmi; preset {name} takes the knob alone")
     if name == "vanilla":
-        if gamma != 0:
-            raise ValueError(f"preset vanilla has alpha = gamma = 0, got gamma = {gamma}")
+        if knob != 0:
+            raise ValueError(f"preset vanilla has alpha = gamma = 0, got knob = {knob}")
         return Regularizer(0.0, 0.0, "drop", c_form, **common)
     if name in ("beta", "advmi"):
         if m_term != "auto" and m_term != ("drop" if name == "beta" else "estimate"):
             raise ValueError(f"preset {name} fixes m_term; leave it at auto")
-        return Regularizer(gamma, 0.0, "drop" if name == "beta" else "estimate", c_form, **common)
-    a = gamma if alpha is None else alpha
+        return Regularizer(knob, 0.0, "drop" if name == "beta" else "estimate", c_form, **common)
+    a = knob if alpha is None else alpha
     if m_term == "auto":
-        w = a - gamma if c_form == "paper" else a
+        w = a - knob if c_form == "paper" else a
         m_term = "drop" if w <= 0 else "estimate"
-    return Regularizer(a, gamma, m_term, c_form, **common)
+    return Regularizer(a, knob, m_term, c_form, **common)
 
 
 # --- the critics' side: Eq. 12 and the density-ratio read-out --------------------------------------

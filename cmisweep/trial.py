@@ -37,7 +37,7 @@ def build_trainer(cfg: TrialConfig, data=None) -> tuple[Trainer, object]:
     data = data if data is not None else load_dataset(cfg.data, device)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, tuple(data.train_x.shape[1:]))
-    reg = cfg.regularizer.build()
+    reg = cfg.regularizer.objective
     critics = build_critics(model.z_dim, model.critic_spec, reg.uses_m, reg.uses_c,
                             cfg.regularizer.critic_head, cfg.regularizer.critic_width)
     trainer = Trainer(model, reg, critics, data.train_x, data.val_x, cfg.train,
@@ -57,7 +57,7 @@ def flat_params(cfg: TrialConfig) -> dict:
             out[prefix] = value
 
     walk("", cfg.model_dump())
-    reg = cfg.regularizer.build()
+    reg = cfg.regularizer.objective
     out.update({"objective.alpha": reg.alpha, "objective.gamma": reg.gamma, "objective.m_weight": reg.m_weight,
                 "objective.m_term": reg.m_term, "objective.uses_c": reg.uses_c, "objective.uses_m": reg.uses_m,
                 "objective.critic_lr": cfg.critic_lr})

@@ -42,7 +42,7 @@ def tiny_trial(**over) -> dict:
     cfg = {
         "data": {"dataset": "fashion-mnist", "train_size": 300, "val_size": 200, "test_size": 300},
         "model": {"kind": "pixelcnn_vae", "layers": 6, "maps": 8, "z_dim": 8, "encoder_channels": 16},
-        "regularizer": {"preset": "cmi", "gamma": 0.3, "critic_width": 16},
+        "regularizer": {"preset": "cmi", "knob": 0.3, "critic_width": 16},
         "train": {"epochs": 1, "batch_size": 50, "lr": 1e-3, "steps_per_epoch": 3},
         "evaluation": {"ihat": {"seeds": 3, "steps": 5, "n_train": 100, "n_eval": 100, "width": 16},
                        "probe_per_class": 10, "mcas_real_per_class": 1, "mcas_samples": 2},

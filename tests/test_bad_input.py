@@ -57,6 +57,8 @@ CASES = [
     ("bad override", _space(), ["--set", "trial.train.epochs"], "run", "trial.train.epochs", "key.path=value"),
     ("resume nothing", _space(), ["--resume"], "run", "name", "nothing to resume"),
     ("train unknown key", {"trian": {"epochs": 1}}, [], "train", "trian", "did you mean 'train'?"),
+    ("train old knob name", {"regularizer": {"preset": "cmi", "gamma": 0.3}}, [], "train", "regularizer",
+     "regularizer.gamma is now regularizer.knob"),
     ("train model mismatch", {"data": {"dataset": "mnist"}, "model": {"kind": "dsae"}}, [], "train", None,
      "model dsae is for speech data"),
 ]

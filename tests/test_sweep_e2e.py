@@ -58,8 +58,12 @@ def test_grid_sweep_end_to_end(fmnist_dir, tmp_path):
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
     assert {c.data.tags["cmisweep.trial_id"] for c in children} == set(trials["trial_id"])
     child = next(c for c in children if c.info.run_name == "cmi_g0.3_s0")
-    assert child.data.params["regularizer.preset"] == "cmi" and child.data.params["regularizer.gamma"] == "0.3"
+    assert child.data.params["regularizer.preset"] == "cmi" and child.data.params["regularizer.knob"] == "0.3"
     assert child.data.params["objective.uses_c"] == "True" and "train.lr" in child.data.params
+    # one name per quantity: beta's knob is J's alpha; J's gamma is 0
+    beta = next(c for c in children if c.info.run_name == "beta_g0.3_s0").data.params
+    assert (beta["regularizer.knob"], beta["objective.alpha"], beta["objective.gamma"]) == ("0.3", "0.3", "0.0")
+    assert not any(k.startswith("regularizer.gamma") for k in beta)
     arts = {a.path for a in client.list_artifacts(child.info.run_id)}  # what `cmisweep train` writes too
     assert {"trial.yaml", "metrics.json", "curves.png", "samples.png"} <= arts, arts
     assert [m.step for m in client.get_metric_history(child.info.run_id, "val/elbo")] == [1]

@@ -49,7 +49,7 @@ def test_points_become_trial_configs():
     names = [point_name(p) for p in points]
     assert len(points) == len(set(names)) == 2 * 2 + 2 * 2 * 2  # vanilla x lr x seed + (beta, cmi) x lr x seed
     cfg = trial_config(space, next(p for p in points if p["preset"] == "cmi" and p["params"]["train.lr"] == 2e-3))
-    assert cfg.regularizer.preset == "cmi" and cfg.regularizer.gamma == 0.3 and cfg.train.lr == 2e-3
+    assert cfg.regularizer.preset == "cmi" and cfg.regularizer.knob == 0.3 and cfg.train.lr == 2e-3
     assert cfg.data.train_size == 300  # fixed settings kept
 
 
@@ -105,7 +105,24 @@ def test_sampled_space_builds_optuna_searchers():
     assert set(search.param_space(space)) == {"point"}  # one shape of Tune config for every algorithm
     point = search.point_from_config(space, {"point": {"preset": "cmi", "gamma": 0.2, "alpha": 0.4},
                                              "__trial_index__": 1})
-    assert point["seed"] == 1 and trial_config(space, point).regularizer.build().m_weight == pytest.approx(0.2)
+    assert point["seed"] == 1 and trial_config(space, point).regularizer.objective.m_weight == pytest.approx(0.2)
+
+
+def test_a_trial_is_resolved_once_and_its_objective_built_once(monkeypatch):
+    from cmisweep import regularizer as R
+    from cmisweep.trial import flat_params
+
+    built = []
+    real = R.preset
+    monkeypatch.setattr(R, "preset", lambda *a, **k: built.append(a) or real(*a, **k))
+    space = load_space_dict(tiny_space(search={"presets": ["beta"], "gamma": [0.3], "seeds": [0]}))
+    built.clear()  # loading validates every point once
+    trial = search.resolve(space, {"point": search.param_space(space)["point"]["grid_search"][0]}, "abcdef12")
+    params = flat_params(trial.config)
+    assert trial.config.regularizer.objective is trial.config.regularizer.objective
+    assert built == [("beta", 0.3, None)]  # one Regularizer for the worker, the params and the reports
+    assert trial.name == "beta_g0.3_s0" and params["regularizer.knob"] == 0.3
+    assert (params["objective.alpha"], params["objective.gamma"]) == (0.3, 0.0)
 
 
 def test_replicates_tell_the_searcher_each_metrics_mean():

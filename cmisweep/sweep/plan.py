@@ -25,7 +25,7 @@ def measure_step(cfg, steps: int = 2) -> float:
 
     torch.manual_seed(0)
     model = build_model(cfg.model, example_shape(cfg.data))
-    reg = cfg.regularizer.build()
+    reg = cfg.regularizer.objective
     critics = build_critics(model.z_dim, model.critic_spec, reg.uses_m, reg.uses_c, cfg.regularizer.critic_head,
                             cfg.regularizer.critic_width)
     bs = cfg.train.batch_size
@@ -102,7 +102,7 @@ def plan(space: SearchSpace, measure: bool = True) -> str:
     for p in points:
         if p["preset"] not in step_by_preset:
             cfg = trial_config(space, p)
-            reg = cfg.regularizer.build()
+            reg = cfg.regularizer.objective
             key = (reg.uses_m, reg.uses_c)
             if key not in by_critics:
                 by_critics[key] = measure_step(cfg)

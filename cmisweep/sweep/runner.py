@@ -25,7 +25,7 @@ import yaml
 from cmisweep.errors import ConfigError
 from cmisweep.files import atomic_write_text
 from cmisweep.status import ExitCode, RunStatus, TrialStatus
-from cmisweep.sweep.space import SearchSpace, load_space, point_name
+from cmisweep.sweep.space import SearchSpace, load_space
 
 
 def sweep_dir_for(space: SearchSpace, results_root: Path, file: str | None) -> Path:
@@ -138,7 +138,6 @@ def _execute(space, sweep_dir: Path, meta: dict, uri: str, *, resume: bool, addr
     from cmisweep.sweep.state_backup import StateBackup, repair
     from cmisweep.sweep.tracking import SweepRun, TrialLogger
     from cmisweep.sweep.trainable import make_trainable
-    from cmisweep.trial import flat_params
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -151,21 +150,21 @@ def _execute(space, sweep_dir: Path, meta: dict, uri: str, *, resume: bool, addr
     # the searcher's objectives are final metrics, in a trial's last result only (cmisweep.sweep.search)
     os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
 
-    def params_of(config: dict) -> dict:
-        from cmisweep.sweep.space import trial_config
+    resolved: dict[str, search.ResolvedTrial] = {}
 
-        return flat_params(trial_config(space, search.point_from_config(space, config)))
+    def resolve(config: dict, trial_id: str) -> search.ResolvedTrial:
+        if trial_id not in resolved:
+            resolved[trial_id] = search.resolve(space, config, trial_id)
+        return resolved[trial_id]
 
     def name_of(config: dict, trial_id: str) -> str:
-        name = point_name(search.point_from_config(space, config))
-        # a sampler may propose the same point twice: a sampled trial's name carries its id
-        return name if space.algorithm.kind == "grid" else f"{name}_{trial_id[-5:]}"
+        return resolve(config, trial_id).name
 
     experiment = space.tracking.experiment or space.name
     sweep_run = SweepRun(uri, experiment, meta["sweep_id"], space.name,
                          sweep_dir.parent / "mlartifacts" if uri.startswith("sqlite:") else None)
     sweep_run.start()
-    trial_logger = TrialLogger(uri, experiment, meta["sweep_id"], params_of, name_of)
+    trial_logger = TrialLogger(uri, experiment, meta["sweep_id"], resolve)
     total = search.n_trials(space)
     progress = Progress(total, space.trial.train.epochs, name_of, verbose)
     ray.init(**ray_init_options(address, dashboard))

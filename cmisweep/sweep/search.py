@@ -13,12 +13,15 @@ by the runner), and the space's validation checks the names instead.
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 from ray import tune
 from ray.tune.search import Searcher
 from ray.tune.search.repeater import TRIAL_INDEX, Repeater
 
-from cmisweep.sweep.space import Range, SearchSpace, grid_points
+from cmisweep.config import TrialConfig
+from cmisweep.sweep.space import Range, SearchSpace, grid_points, point_name, trial_config
 
 
 class Replicates(Repeater):
@@ -72,6 +75,24 @@ def point_from_config(space: SearchSpace, config: dict) -> dict:
     return {"preset": p["preset"], "gamma": float(p["gamma"]),
             "alpha": None if p.get("alpha") is None else float(p["alpha"]), "seed": seed,
             "params": dict(p.get("params") or {})}
+
+
+class ResolvedTrial(NamedTuple):
+    """A trial resolved once from its Tune config (docs/design.md section 7)."""
+
+    point: dict  # {preset, gamma (the paper's knob), alpha, seed, params}
+    name: str  # the trial's run name; a sampled trial's carries its id (a sampler may repeat a point)
+    config: TrialConfig  # what the worker trains, MLflow logs and trial.yaml records
+
+
+def resolve(space: SearchSpace, config: dict, trial_id: str | None = None) -> ResolvedTrial:
+    """The one function from a Tune config to a TrialConfig: the driver (names, MLflow params) and
+    the worker (what it trains) both call it, each once per trial."""
+    point = point_from_config(space, config)
+    name = point_name(point)
+    if space.algorithm.kind != "grid" and trial_id:
+        name = f"{name}_{trial_id[-5:]}"
+    return ResolvedTrial(point, name, trial_config(space, point))
 
 
 def search_algorithm(space: SearchSpace, study_db: str | None = None) -> Searcher | None:

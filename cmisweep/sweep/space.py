@@ -66,7 +66,7 @@ class SearchDims(Strict):
     def _no_reserved(cls, v: dict):
         for key in v:
             if key in ("seed", "name") or key.startswith("regularizer.preset") or key in (
-                    "regularizer.gamma", "regularizer.alpha"):
+                    "regularizer.knob", "regularizer.gamma", "regularizer.alpha"):
                 raise ValueError(f"params.{key}: set presets, gamma, alpha and seeds with their own keys")
         return v
 
@@ -201,7 +201,7 @@ class SearchSpace(Strict):
 
 def point_overrides(point: dict) -> dict:
     """A point {preset, gamma, alpha, seed, params} as nested overrides of the trial config."""
-    out: dict = {"seed": point["seed"], "regularizer": {"preset": point["preset"], "gamma": point["gamma"]}}
+    out: dict = {"seed": point["seed"], "regularizer": {"preset": point["preset"], "knob": point["gamma"]}}
     if point.get("alpha") is not None:
         out["regularizer"]["alpha"] = point["alpha"]
     out["name"] = point_name(point)
@@ -295,7 +295,7 @@ def _dimension_of(key: str | None, point: dict) -> str:
     """The search-space key a failing trial key comes from."""
     if key is None:
         return "search"
-    if key.startswith("regularizer") and key in ("regularizer", "regularizer.gamma", "regularizer.alpha",
+    if key.startswith("regularizer") and key in ("regularizer", "regularizer.knob", "regularizer.alpha",
                                                  "regularizer.preset"):
         return "search.gamma" if point.get("alpha") is None else "search.alpha"
     for p in point.get("params", {}):

@@ -24,6 +24,7 @@ from ray import tune
 from cmisweep.errors import ConfigError
 from cmisweep.status import EVALUATED, RunStatus, TrialStatus
 from cmisweep.sweep.trainable import ERROR, STATUS, STOPPED_AT
+from cmisweep.trial import flat_params
 
 log = logging.getLogger(__name__)
 TAG_SWEEP = "cmisweep.sweep_id"
@@ -144,10 +145,9 @@ class TrialLogger(tune.Callback):
     """A Tune callback in the driver: one child run per trial under the sweep's parent run (which
     SweepRun.start() created), its params, per-epoch and final metrics, status and artifacts."""
 
-    def __init__(self, uri: str, experiment: str, sweep_id: str, params_of, names_of):
+    def __init__(self, uri: str, experiment: str, sweep_id: str, resolve):
         self.uri, self.experiment, self.sweep_id = uri, experiment, sweep_id
-        self.params_of = params_of  # trial config -> flat params
-        self.names_of = names_of  # trial config -> run name
+        self.resolve = resolve  # (Tune config, trial id) -> the trial's one ResolvedTrial
         self._reset()
 
     def _reset(self) -> None:
@@ -181,12 +181,13 @@ class TrialLogger(tune.Callback):
         self._runs()
         tid = trial.trial_id
         if tid not in self.children:
+            resolved = self.resolve(trial.config, tid)
             run = self.client.create_run(
-                self.exp_id, run_name=self.names_of(trial.config, tid),
+                self.exp_id, run_name=resolved.name,
                 tags={"mlflow.parentRunId": self.parent_id, TAG_TRIAL: tid, TAG_SWEEP: self.sweep_id,
                       TAG_ROLE: "trial"})
             self.children[tid] = run.info.run_id
-            params = self.params_of(trial.config)
+            params = flat_params(resolved.config)
             items = [Param(k, str(v)[:6000]) for k, v in params.items()]
             for i in range(0, len(items), 100):
                 self.client.log_batch(run.info.run_id, params=items[i: i + 100])

@@ -20,8 +20,8 @@ from ray import tune
 
 from cmisweep.errors import TrainingDiverged
 from cmisweep.status import TrialStatus
-from cmisweep.sweep.search import point_from_config
-from cmisweep.sweep.space import SearchSpace, trial_config
+from cmisweep.sweep.search import resolve
+from cmisweep.sweep.space import SearchSpace
 from cmisweep.trial import build_trainer, finish
 
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -46,8 +46,7 @@ def make_trainable(space: SearchSpace):
 
     def cmisweep_trial(config: dict) -> None:
         space = SearchSpace.model_validate(space_dict)
-        point = point_from_config(space, config)
-        cfg = trial_config(space, point)
+        cfg = resolve(space, config).config
         if cfg.train.threads is None:
             torch.set_num_threads(max(1, int(space.resources.cpu)))
         ckpt = tune.get_checkpoint()
