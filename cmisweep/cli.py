@@ -29,7 +29,12 @@ def cmd_train(args) -> int:
     if args.epochs is not None:
         overrides.append(f"train.epochs={args.epochs}")
     cfg = configio.validate(TrialConfig, configio.apply_overrides(raw, overrides, args.config), args.config)
-    out = Path(args.out) if args.out else Path("results") / "train" / cfg.name
+    from cmisweep.sweep.tracking import check_uri, default_uri, log_train_run
+
+    results = Path(args.results)
+    uri = args.tracking_uri or default_uri(results)
+    check_uri(uri, None, "--tracking-uri")
+    out = Path(args.out) if args.out else results / "train" / cfg.name
     ckpt = out / "checkpoint.pt"
     resume = ckpt if args.resume and ckpt.exists() else None
     if args.resume and resume is None:
@@ -43,6 +48,31 @@ def cmd_train(args) -> int:
     result = run_trial(cfg, out, on_epoch=progress, resume_from=resume, checkpoint=ckpt)
     print(json.dumps(result.metrics, indent=2, sort_keys=True))
     print(f"wrote {out / 'metrics.json'}" + "".join(f", {p}" for p in result.artifacts), file=sys.stderr)
+    run_id = log_train_run(uri, args.experiment, cfg, result.metrics, result.history, out,
+                           results / "mlartifacts" if uri.startswith("sqlite:") else None)
+    print(f"MLflow run {run_id} (experiment {args.experiment}, {uri})", file=sys.stderr)
+    print(f"load it: cmisweep sample {run_id} --out grid.png  |  python -c \"import cmisweep; "
+          f"cmisweep.load('{run_id}')\"", file=sys.stderr)
+    return ExitCode.OK
+
+
+def cmd_sample(args) -> int:
+    from cmisweep.generation import sample_grid
+    from cmisweep.saved import load
+
+    model, cfg = load(args.run, args.tracking_uri)
+    out = sample_grid(model, cfg, Path(args.out), n=args.n, seed=args.seed, data_path=args.data)
+    print(f"wrote {out}: {cfg.data.dataset} test images, each followed by {args.n} samples from its z")
+    return ExitCode.OK
+
+
+def cmd_convert(args) -> int:
+    from cmisweep.generation import convert
+    from cmisweep.saved import load
+
+    model, cfg = load(args.run, args.tracking_uri)
+    wav, png = convert(model, cfg, Path(args.source), Path(args.target), Path(args.out), n_iter=args.iterations)
+    print(f"wrote {wav} (the voice of {args.source} saying {args.target}) and {png}")
     return ExitCode.OK
 
 
@@ -118,6 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a key, e.g. --set regularizer.preset=beta (repeatable; VALUE is YAML)")
     t.add_argument("--resume", action="store_true", help="continue from the checkpoint in the output directory")
+    t.add_argument("--results", default="results", help="results root: the MLflow store (default ./results)")
+    t.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite under --results)")
+    t.add_argument("--experiment", default="train", help="MLflow experiment of the run (default: train)")
     t.set_defaults(func=cmd_train)
 
     r = sub.add_parser("run", help="run a sweep (Ray Tune + MLflow) from a search space")
@@ -147,6 +180,26 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)")
     u.add_argument("--port", type=int, default=5000)
     u.set_defaults(func=cmd_ui)
+
+    sa = sub.add_parser("sample", help="a trained image model's samples: test images, each followed by "
+                                       "samples from its z (the paper's Fig. 4)")
+    sa.add_argument("run", help="an MLflow run id (a sweep trial's or cmisweep train's) or a model directory")
+    sa.add_argument("--n", type=int, default=10, help="samples per image (default 10)")
+    sa.add_argument("--out", default="samples.png", help="output PNG (default samples.png)")
+    sa.add_argument("--seed", type=int, default=0)
+    sa.add_argument("--data", help="the data directory (default: the model's config, $CMISWEEP_DATA)")
+    sa.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else results/)")
+    sa.set_defaults(func=cmd_sample)
+
+    cv = sub.add_parser("convert", help="voice conversion with a trained speech model: SOURCE's voice "
+                                        "(z) saying TARGET's content (s)")
+    cv.add_argument("run", help="an MLflow run id or a model directory")
+    cv.add_argument("source", help="wav whose speaker (z) is kept")
+    cv.add_argument("target", help="wav whose content (s) is kept; the output has its length")
+    cv.add_argument("--out", default="converted.wav", help="output wav; a PNG of the spectrograms beside it")
+    cv.add_argument("--iterations", type=int, default=32, help="Griffin-Lim iterations (default 32)")
+    cv.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else results/)")
+    cv.set_defaults(func=cmd_convert)
 
     c = sub.add_parser("cluster", help="Ray cluster configs")
     csub = c.add_subparsers(dest="cluster_command", required=True)

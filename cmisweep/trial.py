@@ -20,6 +20,7 @@ from cmisweep.config import TrialConfig
 from cmisweep.data import load_dataset
 from cmisweep.models import build_model
 from cmisweep.models.critics import build_critics
+from cmisweep.saved import save_model
 from cmisweep.training import Trainer, resolve_device
 
 
@@ -27,6 +28,7 @@ from cmisweep.training import Trainer, resolve_device
 class TrialResult:
     metrics: dict  # final metrics at the best validation epoch
     artifacts: list[Path] = field(default_factory=list)
+    history: list[dict] = field(default_factory=list)  # the per-epoch validation metrics
 
 
 def build_trainer(cfg: TrialConfig, data=None) -> tuple[Trainer, object]:
@@ -85,15 +87,16 @@ def evaluate(trainer: Trainer, data, cfg: TrialConfig, out_dir: Path) -> tuple[d
 
 def finish(trainer: Trainer, data, cfg: TrialConfig, out_dir: Path) -> tuple[dict, list[Path]]:
     """The end of every trial, `cmisweep train` and a sweep's alike: evaluate the best epoch and
-    write its artifacts into out_dir: metrics.json, trial.yaml (the resolved config), curves.png
-    and the suite's figures (samples.png / conversion.png)."""
+    write its artifacts into out_dir: metrics.json, trial.yaml (the resolved config), the best
+    epoch's model as an MLflow model (model/, cmisweep.saved), curves.png and the suite's figures
+    (samples.png / conversion.png)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     metrics, artifacts = evaluate(trainer, data, cfg, out_dir)
     metrics["time/eval_s"] = time.perf_counter() - t0
     (out_dir / "trial.yaml").write_text(yaml.safe_dump(cfg.model_dump(), sort_keys=False))
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
-    files = [out_dir / "trial.yaml", out_dir / "metrics.json"]
+    files = [out_dir / "trial.yaml", out_dir / "metrics.json", save_model(trainer.model, cfg, data, out_dir)]
     if trainer.history:
         files.append(plot_curves(trainer.history, out_dir / "curves.png"))
     return metrics, files + [a for a in artifacts if a not in files]
@@ -112,7 +115,7 @@ def run_trial(
         trainer.restore(resume_from)
     trainer.fit(cfg.train.epochs, on_epoch=on_epoch, checkpoint=checkpoint)
     metrics, artifacts = finish(trainer, data, cfg, Path(out_dir))
-    return TrialResult(metrics, artifacts)
+    return TrialResult(metrics, artifacts, trainer.history)
 
 
 def plot_curves(history: list[dict], path: Path) -> Path:

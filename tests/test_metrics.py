@@ -50,8 +50,8 @@ def test_cmisweep_train_end_to_end(fmnist_dir, tmp_path):
     """`cmisweep train` on real Fashion-MNIST (a subset): progress per epoch, final metrics JSON."""
     cfg = tiny_trial(train={"epochs": 2})
     out = tmp_path / "out"
-    r = subprocess.run([sys.executable, "-m", "cmisweep", "train", str(_write(tmp_path, cfg)), "--out", str(out)],
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run([sys.executable, "-m", "cmisweep", "train", str(_write(tmp_path, cfg)), "--out", str(out),
+                        "--results", str(tmp_path / "results")], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert "epoch 1/2" in r.stderr and "epoch 2/2" in r.stderr
     m = json.loads(r.stdout)
@@ -64,7 +64,28 @@ def test_cmisweep_train_end_to_end(fmnist_dir, tmp_path):
     assert (out / "samples.png").is_file() and (out / "checkpoint.pt").is_file()
     assert json.loads((out / "metrics.json").read_text()) == m
     # the one trial body (cmisweep.trial.finish): the same artifacts as a sweep's trial
-    assert {"trial.yaml", "metrics.json", "curves.png", "samples.png"} <= {f.name for f in out.iterdir()}
+    assert {"trial.yaml", "metrics.json", "curves.png", "samples.png", "model"} <= {f.name for f in out.iterdir()}
+    # a run without a parent in the same MLflow store as the sweeps, its id printed; its model loads
+    import re
+
+    from mlflow.tracking import MlflowClient
+
+    import cmisweep
+
+    run_id = re.search(r"MLflow run ([0-9a-f]{32})", r.stderr).group(1)
+    uri = f"sqlite:///{tmp_path / 'results' / 'mlflow.db'}"
+    run = MlflowClient(uri).get_run(run_id)
+    assert run.info.status == "FINISHED" and "mlflow.parentRunId" not in run.data.tags
+    assert run.data.metrics["final/aolr"] == pytest.approx(m["aolr"]) and run.data.params["regularizer.knob"] == "0.3"
+    arts = {a.path for a in MlflowClient(uri).list_artifacts(run_id)}
+    assert {"model", "samples.png", "trial.yaml"} <= arts and "checkpoint.pt" not in arts
+    exp = MlflowClient(uri).get_experiment(run.info.experiment_id)
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"  # the UI opens it on its runs
+    for where in (run_id, out, out / "model"):
+        model, back = cmisweep.load(where, uri)
+        assert type(model).__name__ == "PixelCNNVAE" and back.model_dump() == yaml.safe_load((out / "trial.yaml").read_text())
+    x = torch.zeros(2, 1, 28, 28)
+    assert model.encode(x).mean.shape == (2, cfg["model"]["z_dim"])
 
 
 def test_cmisweep_train_bad_config_exits_2(tmp_path):

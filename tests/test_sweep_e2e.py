@@ -71,6 +71,18 @@ def test_grid_sweep_end_to_end(fmnist_dir, tmp_path):
     arts = {a.path for a in client.list_artifacts(child.info.run_id)}
     assert {"samples.png", "trial.yaml", "metrics.json", "curves.png"} <= arts
     assert "reports" in {a.path for a in client.list_artifacts(parents[0].info.run_id)}
+    # every finished trial's best model is an MLflow model: MLflow and cmisweep load it back
+    import mlflow.pytorch
+    from matplotlib.image import imread
+
+    uri = f"sqlite:///{tmp_path / 'results' / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    model = mlflow.pytorch.load_model(f"runs:/{child.info.run_id}/model")
+    assert type(model).__name__ == "PixelCNNVAE"
+    r = cli("sample", child.info.run_id, "--n", "3", "--out", tmp_path / "grid.png", "--tracking-uri", uri, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    grid = imread(tmp_path / "grid.png")  # 10 classes x (1 real + 3 samples) tiles of 28 px, 2 px apart
+    assert grid.shape[:2] == (10 * 30 + 2, 4 * 30 + 2 + 6), grid.shape
     # a second run of the same space is refused: it would mix two sweeps
     again = cli("run", write_space(tmp_path, space), "--results", tmp_path / "results", cwd=tmp_path)
     assert again.returncode == 2 and "--resume" in again.stderr
@@ -161,5 +173,31 @@ def test_speech_sweep_reports_speaker_metrics(tmp_path):
     assert "EER(z)" in set(front["score"])
     assert (d / "reports" / "kl_vs_eer_z.png").is_file()
     _, _, children = runs_of(tmp_path / "results", "speech-tiny")
-    arts = {a.path for a in MlflowClient(f"sqlite:///{tmp_path / 'results' / 'mlflow.db'}").list_artifacts(children[0].info.run_id)}
-    assert "conversion.png" in arts
+    uri = f"sqlite:///{tmp_path / 'results' / 'mlflow.db'}"
+    arts = {a.path for a in MlflowClient(uri).list_artifacts(children[0].info.run_id)}
+    assert {"conversion.png", "model"} <= arts
+    # the model comes back with its normalization; convert swaps z: SOURCE's voice, TARGET's words
+    import numpy as np
+    import soundfile as sf
+    import torch
+
+    import cmisweep
+
+    run_id = children[0].info.run_id
+    model, cfg = cmisweep.load(run_id, uri)
+    assert cfg.model.kind == "dsae" and model.feature_mean.shape == (201,) and torch.isfinite(model.feature_std).all()
+    wavs = sorted(corpus.rglob("*.wav"))
+    speakers = {}
+    for w in wavs:
+        speakers.setdefault(w.parent.name, w)
+    (src_a, src_b, target) = list(speakers.values())[:3]
+    outs = []
+    for src in (src_a, src_b):
+        out = tmp_path / f"conv_{src.parent.name}.wav"
+        r = cli("convert", run_id, src, target, "--out", out, "--tracking-uri", uri, cwd=tmp_path)
+        assert r.returncode == 0, r.stderr[-2000:]
+        audio, sr = sf.read(out)
+        assert sr == 16000 and len(audio) == sf.info(target).frames and np.isfinite(audio).all()
+        assert out.with_suffix(".png").is_file()
+        outs.append(audio)
+    assert not np.allclose(outs[0], outs[1])  # the voice follows the source's z

@@ -74,12 +74,48 @@ def _writable(path: Path) -> bool:
 FAILURES: collections.Counter = collections.Counter()
 
 
+# MLflow 3's UI opens an experiment without a kind as a GenAI one (traces, token usage); this tag
+# makes it open cmisweep's on their training runs
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+
+
 def _experiment_id(client: MlflowClient, experiment: str, artifact_root: Path | None) -> str:
     exp = client.get_experiment_by_name(experiment)
     if exp is not None:
+        if exp.tags.get(EXPERIMENT_KIND[0]) != EXPERIMENT_KIND[1]:
+            client.set_experiment_tag(exp.experiment_id, *EXPERIMENT_KIND)
         return exp.experiment_id
     loc = (artifact_root / experiment).resolve().as_uri() if artifact_root else None
-    return client.create_experiment(experiment, artifact_location=loc)
+    return client.create_experiment(experiment, artifact_location=loc, tags=dict([EXPERIMENT_KIND]))
+
+
+def log_train_run(uri: str, experiment: str, cfg, metrics: dict, history: list[dict], out_dir: Path,
+                  artifact_root: Path | None) -> str:
+    """`cmisweep train`'s run: a trial without a parent, with what a sweep's child run has (params,
+    per-epoch and final metrics, the artifacts and the model). Returns the run id."""
+    from cmisweep.trial import flat_params
+
+    client = MlflowClient(uri)
+    run = client.create_run(_experiment_id(client, experiment, artifact_root), run_name=cfg.name,
+                            tags={TAG_ROLE: "train", TAG_STATUS: TrialStatus.FINISHED})
+    run_id = run.info.run_id
+    params = [Param(k, str(v)[:6000]) for k, v in flat_params(cfg).items()]
+    for i in range(0, len(params), 100):
+        client.log_batch(run_id, params=params[i: i + 100])
+    points = [Metric(k, float(v), 0, int(h["epoch"])) for h in history for k, v in h.items()
+              if k != "epoch" and _is_number(v)]
+    points += [Metric(f"final/{k}", float(v), 0, 0) for k, v in metrics.items() if _is_number(v)]
+    for i in range(0, len(points), 500):
+        client.log_batch(run_id, metrics=points[i: i + 500])
+    for f in sorted(out_dir.iterdir()):
+        if f.name == "checkpoint.pt":  # the resumable training state stays local: the model is logged
+            continue
+        if f.is_dir():
+            client.log_artifacts(run_id, str(f), f.name)
+        else:
+            client.log_artifact(run_id, str(f))
+    client.set_terminated(run_id, RunStatus.FINISHED)
+    return run_id
 
 
 def _find_parent(client: MlflowClient, exp_id: str, sweep_id: str) -> str | None:

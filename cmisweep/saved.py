@@ -1,0 +1,104 @@
+"""A trained model as an MLflow model, and back (docs/design.md section 6).
+
+Every finished trial, `cmisweep train` and a sweep's alike, writes its best-epoch model as an MLflow
+model (the mlflow.pytorch flavor) under `model/` among its artifacts, so that both
+
+    mlflow.pytorch.load_model("runs:/<run_id>/model")
+    cmisweep.load(run_id_or_dir)  ->  (model, TrialConfig)
+
+work. The model carries what using it needs: its resolved config (extra file trial.yaml) and, for
+speech, the feature normalization of its training split as buffers `feature_mean` / `feature_std`
+(also the extra file normalization.json), so that features of new audio can be normalized the way
+the model saw its training data.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+import yaml
+
+from cmisweep.config import TrialConfig
+from cmisweep.errors import DataError
+
+MODEL_DIR = "model"  # artifact path of the model in a run: runs:/<run_id>/model
+CONFIG_FILE = "trial.yaml"
+NORMALIZATION_FILE = "normalization.json"
+
+
+def save_model(model: torch.nn.Module, cfg: TrialConfig, data, out_dir: Path) -> Path:
+    """Write the model (a CPU fp32 copy, in eval mode) as an MLflow model at out_dir/model."""
+    import mlflow.pytorch
+
+    path = Path(out_dir) / MODEL_DIR
+    model = copy.deepcopy(model).float().cpu().eval()
+    with tempfile.TemporaryDirectory(prefix="cmisweep-model-") as d:
+        extra = [Path(d) / CONFIG_FILE]
+        extra[0].write_text(yaml.safe_dump(cfg.model_dump(), sort_keys=False))
+        mean, std = getattr(data, "feature_mean", None), getattr(data, "feature_std", None)
+        if mean is not None:
+            model.register_buffer("feature_mean", mean.detach().float().cpu().clone())
+            model.register_buffer("feature_std", std.detach().float().cpu().clone())
+            extra.append(Path(d) / NORMALIZATION_FILE)
+            extra[1].write_text(json.dumps({"mean": mean.tolist(), "std": std.tolist()}))
+        # pickled, not pt2: pt2 traces one forward() call, and these models are used through
+        # encode / generate / convert. Requirements named, not inferred (inference imports and
+        # probes the environment for seconds). Written aside, then moved: never a half model.
+        staged = Path(d) / MODEL_DIR
+        mlflow.pytorch.save_model(model, str(staged), extra_files=[str(p) for p in extra],
+                                  pip_requirements=["torch==2.13.0", "cmisweep"], serialization_format="pickle")
+        if path.exists():
+            shutil.rmtree(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(staged), str(path))
+    return path
+
+
+def _model_dir(where: Path) -> Path | None:
+    for d in (where, where / MODEL_DIR, where / "artifacts" / MODEL_DIR):
+        if (d / "MLmodel").is_file():
+            return d
+    return None
+
+
+def _tracking_uri(tracking_uri: str | None) -> str:
+    from cmisweep.sweep.tracking import default_uri
+
+    return tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_uri(Path("results"))
+
+
+def model_path(run_or_dir: str | Path, tracking_uri: str | None = None) -> Path:
+    """The local directory of a saved model: a directory (a model, a `cmisweep train --out` dir) as
+    is, or a run id / runs:/ URI downloaded from the tracking store."""
+    where = Path(run_or_dir)
+    if where.exists():
+        found = _model_dir(where)
+        if found is None:
+            raise DataError(f"{where}: no MLflow model here (expected {where}/MLmodel or {where}/{MODEL_DIR}/MLmodel)")
+        return found
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one line per command, not a bar
+    uri = str(run_or_dir) if str(run_or_dir).startswith("runs:/") else f"runs:/{run_or_dir}/{MODEL_DIR}"
+    try:
+        return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, tracking_uri=_tracking_uri(tracking_uri)))
+    except (MlflowException, OSError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DataError(f"{run_or_dir}: not a model directory, and no model at {uri} in "
+                            f"{_tracking_uri(tracking_uri)} ({first})") from None
+
+
+def load(run_or_dir: str | Path, tracking_uri: str | None = None) -> tuple[torch.nn.Module, TrialConfig]:
+    """(model in eval mode on the CPU, its TrialConfig) from a run id, a runs:/ URI or a directory."""
+    import mlflow.pytorch
+
+    path = model_path(run_or_dir, tracking_uri)
+    model = mlflow.pytorch.load_model(str(path), map_location="cpu")
+    cfg = TrialConfig.model_validate(yaml.safe_load((path / "extra_files" / CONFIG_FILE).read_text()))
+    return model.eval(), cfg
