@@ -8,13 +8,16 @@ STAMP  := $(VENV)/.installed
 
 install: system-deps $(STAMP)
 
-# From Debian: espeak-ng synthesizes the open speech corpus (cmisweep data synth-speech).
+# From Debian: espeak-ng synthesizes the open speech corpus (cmisweep data synth-speech);
+# chromium and chromium-driver let the tests look at the MLflow UI in a real (headless) browser.
+DEBIAN_PKGS := espeak-ng chromium chromium-driver
 system-deps:
-	@command -v espeak-ng >/dev/null || { \
+	@command -v espeak-ng >/dev/null && command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
 		SUDO=$$(test "$$(id -u)" = 0 || echo sudo); \
-		$$SUDO apt-get install -y -q espeak-ng >/dev/null 2>&1 || \
-		{ $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y -q espeak-ng >/dev/null; }; }
+		$$SUDO apt-get install -y -q $(DEBIAN_PKGS) >/dev/null 2>&1 || \
+		{ $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y -q $(DEBIAN_PKGS) >/dev/null; }; }
 	@command -v espeak-ng >/dev/null && echo "espeak-ng: $$(command -v espeak-ng)"
+	@command -v chromedriver >/dev/null && echo "chromium: $$(command -v chromium), $$(command -v chromedriver)"
 
 # torch first and pinned exactly: the CPU wheel; an open range would pull the CUDA build.
 $(STAMP): pyproject.toml
@@ -37,7 +40,7 @@ demo: install
 	RAY_AUTH_MODE=disabled MLFLOW_DISABLE_TELEMETRY=true $(BIN)/cmisweep run search_spaces/quickstart.yaml \
 		$$(test -f results/quickstart/sweep.json && echo --resume)
 	@echo
-	@echo "Browse the trials: $(BIN)/cmisweep ui quickstart   (then open http://127.0.0.1:5000)"
+	@echo "Browse the trials: $(BIN)/cmisweep ui quickstart   (then open the address it prints)"
 	@echo "Reports: results/quickstart/reports/report.md, results/quickstart/trials.parquet"
 
 # The speech counterpart: synthesize the open corpus (~10 s), then a DSAE sweep (~5 min on 2 cores).

@@ -112,9 +112,10 @@ def cmd_report(args) -> int:
 
 
 def cmd_ui(args) -> int:
-    from cmisweep.sweep.ui import serve, tracking_uri_for
+    from cmisweep.sweep.ui import experiment_of, serve, tracking_uri_for
 
-    return serve(tracking_uri_for(args.sweep, Path(args.results), args.tracking_uri), args.host, args.port)
+    uri = tracking_uri_for(args.sweep, Path(args.results), args.tracking_uri)
+    return serve(uri, args.host, args.port, experiment_of(args.sweep, Path(args.results)))
 
 
 def cmd_cluster_check(args) -> int:

@@ -82,9 +82,43 @@ def test_ui_serves_the_sweeps_store_on_localhost(tmp_path):
         import os
         import signal
 
-        os.killpg(proc.pid, signal.SIGTERM)
-        out = proc.communicate(timeout=20)[0]
+        server = _descendants(proc.pid)  # mlflow server and its uvicorn workers
+        os.kill(proc.pid, signal.SIGTERM)  # cmisweep ui alone, as a service manager would stop it
+        out = proc.communicate(timeout=30)[0]
     assert f"open http://127.0.0.1:{port}" in out
+    assert len(server) >= 2  # the server and at least one worker were running
+    time.sleep(0.5)
+    left = [pid for pid in server if _alive(pid)]  # nothing of the server outlives it
+    assert left == [], [open(f"/proc/{pid}/cmdline").read().replace("\0", " ") for pid in left]
+    listening = open("/proc/net/tcp").read().splitlines()[1:]
+    assert not [ln for ln in listening if ln.split()[3] == "0A" and int(ln.split()[1].split(":")[1], 16) == port]
+
+
+def _descendants(pid: int) -> list[int]:
+    import os
+
+    children: dict[int, list[int]] = {}
+    for p in os.listdir("/proc"):
+        if p.isdigit():
+            try:
+                stat = open(f"/proc/{p}/stat").read()
+            except OSError:
+                continue
+            children.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(p))
+    out, todo = [], [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
 
 
 def test_synth_speech_command(tmp_path):

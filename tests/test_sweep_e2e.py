@@ -10,6 +10,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
+from conftest import need_data
 from helpers import cli, tiny_space
 
 pytestmark = pytest.mark.slow
@@ -30,9 +31,17 @@ def write_space(tmp_path, space):
     return p
 
 
-def test_grid_sweep_end_to_end(fmnist_dir, tmp_path):
-    space = tiny_space("e2e")
-    r = cli("run", write_space(tmp_path, space), "--results", tmp_path / "results", cwd=tmp_path)
+@pytest.fixture(scope="module")
+def finished_sweep(tmp_path_factory):
+    """One small real sweep (beta, cmi and the vanilla point), shared by the tests that read it."""
+    need_data("fashion-mnist")
+    tmp_path = tmp_path_factory.mktemp("e2e")
+    r = cli("run", write_space(tmp_path, tiny_space("e2e")), "--results", tmp_path / "results", cwd=tmp_path)
+    return tmp_path, r
+
+
+def test_grid_sweep_end_to_end(finished_sweep):
+    tmp_path, r = finished_sweep
     assert r.returncode == 0, r.stderr[-3000:]
     assert "epoch 1/1" in r.stderr and "done (3/3 trials)" in r.stderr
     assert "vanilla_g0_s0" in r.stdout and "cmi_g0.3_s0" in r.stdout  # the summary table
@@ -84,13 +93,44 @@ def test_grid_sweep_end_to_end(fmnist_dir, tmp_path):
     grid = imread(tmp_path / "grid.png")  # 10 classes x (1 real + 3 samples) tiles of 28 px, 2 px apart
     assert grid.shape[:2] == (10 * 30 + 2, 4 * 30 + 2 + 6), grid.shape
     # a second run of the same space is refused: it would mix two sweeps
-    again = cli("run", write_space(tmp_path, space), "--results", tmp_path / "results", cwd=tmp_path)
+    again = cli("run", tmp_path / "e2e.yaml", "--results", tmp_path / "results", cwd=tmp_path)
     assert again.returncode == 2 and "--resume" in again.stderr
     # `cmisweep report` rebuilds the reports from Tune's state
     (d / "trials.parquet").unlink()
     rep = cli("report", "e2e", "--results", tmp_path / "results", cwd=tmp_path)
     assert rep.returncode == 0, rep.stderr[-2000:]
     assert pd.read_parquet(d / "trials.parquet").equals(trials)
+
+
+def test_mlflow_ui_in_a_browser(finished_sweep):
+    """`cmisweep ui` as a person sees it, in headless Chromium: the page it prints opens the
+    experiment on its training runs (not MLflow 3's GenAI view), the parent lists its children and
+    carries the headline plot, a child shows AoLR and its samples.png."""
+    from browser import chrome, free_port, serve_ui
+
+    tmp_path, r = finished_sweep
+    assert r.returncode == 0, r.stderr[-2000:]
+    _, parents, children = runs_of(tmp_path / "results", "e2e")
+    parent, child = parents[0], next(c for c in children if c.info.run_name == "cmi_g0.3_s0")
+    with serve_ui("e2e", tmp_path / "results", free_port()) as page, chrome() as browser:
+        experiment = page.split("?")[0]
+        body = browser.open(page, "matching runs")  # the address cmisweep ui printed
+        browser.screenshot(tmp_path / "experiment.png")
+        assert "/runs" in browser.current_url and "Token Usage" not in body, body[:500]
+        assert "4 matching runs" in body  # the parent and its 3 children
+        body = browser.open(f"{experiment}/runs/{parent.info.run_id}?workflowType=machine_learning",
+                            "Child runs", "vanilla_g0_s0", "Sweep e2e")
+        assert {"cmi_g0.3_s0", "beta_g0.3_s0", "vanilla_g0_s0"} <= set(body.replace(",", " ").split()), body[:800]
+        assert "Sweep e2e: 3 trials" in body
+        assert browser.image_loaded("get-artifact?path=reports%2Fkl_vs_aolr.png")  # the plot in the description
+        browser.screenshot(tmp_path / "parent.png")
+        body = browser.open(f"{experiment}/runs/{child.info.run_id}?workflowType=machine_learning",
+                            "final/aolr")
+        assert "final/aolr" in body and f"{child.data.metrics['final/aolr']:.4f}"[:5] in body
+        browser.open(f"{experiment}/runs/{child.info.run_id}/artifacts/samples.png?workflowType=machine_learning",
+                     "samples.png")
+        assert browser.image_loaded("blob:")  # the artifact viewer shows the PNG
+        browser.screenshot(tmp_path / "child_samples.png")
 
 
 def _wait_for(log, predicate, timeout=240):

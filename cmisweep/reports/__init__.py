@@ -107,4 +107,23 @@ def markdown(name: str, trials: pd.DataFrame, front: pd.DataFrame, tests: pd.Dat
     return "\n".join(lines)
 
 
-__all__ = ["write_reports", "collect_trials", "frontier", "paired_tests"]
+def headline(name: str, trials: pd.DataFrame, claims: pd.DataFrame | None, plot_url: str | None) -> str:
+    """The parent run's description in the MLflow UI (Markdown): what a person lands on first, the
+    KL(z)-vs-score plot and the headline tables; report.md in its artifacts has the rest."""
+    counts = trials["status"].value_counts().to_dict() if len(trials) else {}
+    lines = [f"**Sweep {name}**: {len(trials)} trials (" + ", ".join(f"{v} {k}" for k, v in counts.items()) + "). "
+             "Full report: artifacts, reports/report.md.", ""]
+    if plot_url:
+        lines += [f"![KL(z) against the downstream score, one front per regularizer]({plot_url})", ""]
+    for col in (KL_COLUMN, *SCORES):
+        table = method_by_gamma(trials, col) if col in trials else pd.DataFrame()
+        if not table.empty:
+            lines += [f"**{TABLE_METRICS[col]}** (mean ± std over seeds; columns: gamma)", "", table.to_markdown(), ""]
+            if col != KL_COLUMN:
+                break  # KL(z) and the first score: the paper's Fig. 3 in numbers
+    if claims is not None and len(claims):
+        lines += ["**Claims of the paper**", "", claims.to_markdown(index=False, floatfmt=".3g"), ""]
+    return "\n".join(lines)
+
+
+__all__ = ["write_reports", "headline", "collect_trials", "frontier", "paired_tests"]

@@ -207,7 +207,7 @@ def _execute(space, sweep_dir: Path, meta: dict, uri: str, *, resume: bool, addr
         ray.shutdown()
     wall = time.time() - t0
     frame = write_reports(sweep_dir, space, exp_dir)
-    sweep_run.log_parent_artifacts(sweep_dir / "reports")
+    sweep_run.log_reports(sweep_dir / "reports", frame)
     failed = int((frame["status"] == TrialStatus.FAILED).sum()) if len(frame) else 0
     interrupted = interrupted or bool(len(frame) and (frame["status"] == TrialStatus.UNFINISHED).any())
     evaluated = len(finished(frame))
@@ -251,7 +251,7 @@ def report(sweep: str, results_root: str | Path = "results") -> int:
                          None)
     try:
         sweep_run.start(mark_running=False)
-        sweep_run.log_parent_artifacts(d / "reports")
+        sweep_run.log_reports(d / "reports", frame)
     except Exception as e:  # noqa: BLE001 - the files are written; the store is a copy of them
         print(f"warning: could not log the reports to MLflow ({e})", file=sys.stderr)
     return ExitCode.OK

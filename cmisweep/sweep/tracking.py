@@ -17,6 +17,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import pandas as pd
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from ray import tune
@@ -73,6 +74,9 @@ def _writable(path: Path) -> bool:
 # its pickled experiment is not the runner's object, so the count lives here
 FAILURES: collections.Counter = collections.Counter()
 
+
+NOTE = "mlflow.note.content"  # a run's description in the MLflow UI (Markdown)
+HEADLINE_PLOTS = ("kl_vs_aolr.png", "kl_vs_eer_z.png", "kl_vs_mcas.png", "kl_vs_vc_mcas.png")
 
 # MLflow 3's UI opens an experiment without a kind as a GenAI one (traces, token usage); this tag
 # makes it open cmisweep's on their training runs
@@ -164,8 +168,21 @@ class SweepRun:
                     self.client.set_terminated(run_id, unfinished_status)
         self.client.set_terminated(self.parent_id, status)
 
-    def log_parent_artifacts(self, directory: Path) -> None:
-        _safe(self.sweep_id, lambda: self.client.log_artifacts(self.parent_id, str(directory), "reports"))
+    def log_reports(self, reports: Path, trials) -> None:
+        """The reports as the parent run's artifacts, and its description (what the MLflow UI shows
+        first on the run's page): the KL(z)-vs-score plot and the headline tables."""
+        from cmisweep.reports import headline
+
+        def log() -> None:
+            self.client.log_artifacts(self.parent_id, str(reports), "reports")
+            plot = next((f for f in HEADLINE_PLOTS if (reports / f).is_file()), None)
+            # served by the tracking server the UI runs on: relative to the UI's own address
+            url = f"get-artifact?path=reports%2F{plot}&run_uuid={self.parent_id}" if plot else None
+            claims_csv = reports / "claims.csv"
+            claims = pd.read_csv(claims_csv) if claims_csv.is_file() and claims_csv.stat().st_size > 1 else None
+            self.client.set_tag(self.parent_id, NOTE, headline(self.sweep_name, trials, claims, url))
+
+        _safe(self.sweep_id, log)
 
 
 def _safe(sweep_id: str, fn, *args) -> None:
