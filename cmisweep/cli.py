@@ -96,9 +96,10 @@ def cmd_run(args) -> int:
 
     if args.dry_run:
         from cmisweep.sweep.plan import plan
-        from cmisweep.sweep.space import load_space
 
-        print(plan(load_space(args.space, args.set or []), measure=not args.no_measure))
+        space = runner.check(args.space, address=args.address, tracking_uri=args.tracking_uri,
+                             results_root=args.results, overrides=args.set or [])
+        print(plan(space, measure=not args.no_measure))
         return ExitCode.OK
     return runner.run(args.space, resume=args.resume, address=args.address, tracking_uri=args.tracking_uri,
                       results_root=args.results, dashboard=args.dashboard, verbose=not args.quiet,

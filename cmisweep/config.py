@@ -15,7 +15,9 @@ from cmisweep.models.critics import HeadChoice
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    # allow_inf_nan off: YAML's .inf / .nan in any numeric field can never train (lr: .inf started
+    # trials that all failed), so they are refused at the edge like any other bad value
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
 
 PosInt = Annotated[int, Field(gt=0)]

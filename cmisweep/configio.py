@@ -139,13 +139,15 @@ def _strip_annotated(tp: Any) -> Any:
     return typing.get_args(tp)[0] if typing.get_origin(tp) is typing.Annotated else tp
 
 
+_SCALAR_MEMBERS = {"float", "int", "str", "bool"}  # union members pydantic names in a location
 _TYPE_ERRORS = {"list_type", "dict_type", "model_type", "model_attributes_type", "float_type", "int_type",
                 "string_type", "bool_type", "float_parsing", "int_parsing", "literal_error", "union_tag_invalid"}
 
 
 def _user_loc(loc: tuple) -> tuple:
     """pydantic's location without the union-member names it inserts ('list[...]', 'Range')."""
-    return tuple(p for p in loc if isinstance(p, int) or not (p[:1].isupper() or "[" in p or p.startswith("function-")))
+    return tuple(p for p in loc if isinstance(p, int) or not (p[:1].isupper() or "[" in p or p.startswith("function-")
+                                                                or p in _SCALAR_MEMBERS))
 
 
 def format_validation_error(err: pydantic.ValidationError, model: type[pydantic.BaseModel]) -> tuple[str | None, str]:
@@ -153,6 +155,13 @@ def format_validation_error(err: pydantic.ValidationError, model: type[pydantic.
     several forms (a list or a range), the branch that matched the value's form explains it."""
     errors = err.errors()
     first = errors[0]
+    top = _user_loc(first["loc"])
+    # a value of the right form with a bad part (a range with high: .inf) explains itself better
+    # than the other forms' "expected a list"
+    inner = [e for e in errors if _user_loc(e["loc"])[:len(top)] == top and len(_user_loc(e["loc"])) > len(top)
+             and e["type"] not in _TYPE_ERRORS]
+    if first["type"] in _TYPE_ERRORS and inner:
+        first = inner[0]
     here = [e for e in errors if _user_loc(e["loc"]) == _user_loc(first["loc"])]
     specific = [e for e in here if e["type"] not in _TYPE_ERRORS]
     if specific:

@@ -52,6 +52,21 @@ CASES = [
     ("gpu fraction", _space(**{"resources.gpu": 2.5}), [], "run", "resources.gpu", "fraction"),
     ("missing data dir", _space(**{"trial.data.path": "/nonexistent/cmisweep-data"}), [], "run", "trial.data.path",
      "/nonexistent/cmisweep-data does not exist"),
+    ("dry run missing data dir", _space(**{"trial.data.path": "/nonexistent/cmisweep-data"}), ["--dry-run"], "run",
+     "trial.data.path", "/nonexistent/cmisweep-data does not exist"),
+    ("dry run unreachable tracking", _space(tracking={"uri": "http://127.0.0.1:9"}), ["--dry-run"], "run",
+     "tracking.uri", "unreachable"),
+    ("infinite lr", _space(**{"trial.train.lr": float("inf")}), [], "run", "trial.train.lr", "finite number"),
+    ("nan gamma", _space(**{"search.gamma": [0.3, float("nan")]}), [], "run", "search.gamma[1]", "finite number"),
+    ("infinite range", _space(**{"search.gamma": {"low": 0.0, "high": float("inf")}}), [], "run",
+     "search.gamma.high", "finite number"),
+    ("nan param", _space(**{"search.params": {"train.lr": [1.0e-3, float("nan")]}}), [], "run",
+     "search.params.train.lr[1]", "finite number"),
+    ("infinite critic lr", {"regularizer": {"preset": "cmi", "knob": 0.3, "critic_lr": float("inf")}}, [], "train",
+     "regularizer.critic_lr", "finite number"),
+    ("repeated seeds", _space(**{"search.seeds": [0, 1, 0]}), [], "run", "search.seeds", "values repeat (0)"),
+    ("repeated gamma", _space(**{"search.gamma": [0.3, 0.3]}), [], "run", "search.gamma", "values repeat (0.3)"),
+    ("more cpus than the machine", _space(**{"resources.cpu": 4096}), [], "run", "resources.cpu", "this machine has"),
     ("unreachable tracking", _space(tracking={"uri": "http://127.0.0.1:9"}), [], "run", "tracking.uri", "unreachable"),
     ("bad tracking scheme", _space(tracking={"uri": "postgres-but-typo"}), [], "run", "tracking.uri", "expected sqlite:///"),
     ("bad override", _space(), ["--set", "trial.train.epochs"], "run", "trial.train.epochs", "key.path=value"),
@@ -144,6 +159,20 @@ def test_unreachable_tracking_uri_on_the_command_line(tmp_path, capsys, monkeypa
                  "--results", str(tmp_path / "results")])
     out, err = capsys.readouterr()
     assert code == 2 and err.startswith("error: --tracking-uri: MLflow server http://127.0.0.1:9 is unreachable")
+    assert err.count("\n") == 1 and not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize("how", ["flag", "env"])
+def test_unreachable_ray_cluster(how, tmp_path, capsys, monkeypatch):
+    """A cluster the user named that does not answer: one line, exit 2, before anything starts."""
+    monkeypatch.chdir(tmp_path)
+    extra = ["--address", "127.0.0.1:9"] if how == "flag" else []
+    if how == "env":
+        monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:9")
+    code = main(["run", _write(tmp_path, _space()), *extra, "--results", str(tmp_path / "results")])
+    out, err = capsys.readouterr()
+    name = "--address" if how == "flag" else "$RAY_ADDRESS"
+    assert code == 2 and err.startswith(f"error: {name}: no Ray cluster answers at 127.0.0.1:9"), err
     assert err.count("\n") == 1 and not (tmp_path / "results").exists()
 
 

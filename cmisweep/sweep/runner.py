@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import sys
 import time
 import uuid
@@ -36,7 +37,7 @@ def sweep_dir_for(space: SearchSpace, results_root: Path, file: str | None) -> P
     return d
 
 
-def preflight(space: SearchSpace, file: str, address: str | None) -> None:
+def preflight(space: SearchSpace, file: str, address: str | None, resources: bool = True) -> None:
     """Checks that need the machine, so a bad setup fails before anything is written or started:
     the data load (files found, checksums right, audio readable), and a local run has the GPUs
     the space asks for. Loading once here costs seconds; a corrupt file found by every trial
@@ -47,12 +48,53 @@ def preflight(space: SearchSpace, file: str, address: str | None) -> None:
     if given is not None and not Path(given).exists():
         raise ConfigError(file, "trial.data.path", f"{given} does not exist")
     load_dataset(space.trial.data)
+    if address:
+        check_address(address)
+    if not resources:  # a dry run plans here a sweep that may be meant for a cluster
+        return
+    if not address and space.resources.cpu > (os.cpu_count() or 1):
+        # Ray would never find a node for the trials: the sweep would wait forever
+        raise ConfigError(file, "resources.cpu", f"{space.resources.cpu:g} CPUs per trial, but this machine has "
+                          f"{os.cpu_count()}: lower it (--set resources.cpu=1), or run on a cluster (--address)")
     if space.resources.gpu > 0 and not address:
         import torch
 
         if not torch.cuda.is_available():
             raise ConfigError(file, "resources.gpu", f"{space.resources.gpu:g} GPU per trial, but this machine has no "
                               "GPU: run on a GPU cluster (ray up cluster/gpu.yaml), or add --set resources.gpu=0")
+
+
+def check_address(address: str) -> None:
+    """A Ray cluster the user named (--address, RAY_ADDRESS) must answer; 'auto' is left to Ray."""
+    if address in ("local", "auto"):
+        return
+    host, _, port = address.split("://", 1)[-1].rpartition(":")
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=5).close()
+    except (OSError, ValueError) as e:
+        named = "$RAY_ADDRESS" if os.environ.get("RAY_ADDRESS") == address else "--address"
+        raise ConfigError(named, None,
+                          f"no Ray cluster answers at {address} ({e}); start it (ray up, ray start --head) or "
+                          "leave --address and RAY_ADDRESS unset for a local Ray") from None
+
+
+def tracking_uri_of(space: SearchSpace, tracking_uri: str | None, results_root: Path) -> str:
+    from cmisweep.sweep.tracking import default_uri
+
+    return (tracking_uri or space.tracking.uri or os.environ.get("CMISWEEP_TRACKING_URI")
+            or default_uri(results_root))
+
+
+def check(path: str, *, address: str | None = None, tracking_uri: str | None = None,
+          results_root: str | Path = "results", overrides: list[str] | tuple = ()) -> SearchSpace:
+    """Everything a run checks before it starts, without starting it (`cmisweep run --dry-run`)."""
+    from cmisweep.sweep import tracking
+
+    space = load_space(path, overrides)
+    uri = tracking_uri_of(space, tracking_uri, Path(results_root))
+    tracking.check_uri(uri, *(("--tracking-uri", None) if tracking_uri else (path, "tracking.uri")))
+    preflight(space, path, address or os.environ.get("RAY_ADDRESS"), resources=False)
+    return space
 
 
 def pin_data_path(space: SearchSpace) -> SearchSpace:
@@ -84,8 +126,7 @@ def run(path: str, *, resume: bool = False, address: str | None = None, tracking
         if sweep_dir.exists() and any(sweep_dir.iterdir()):
             raise ConfigError(path, "name", f"{sweep_dir} already holds a sweep: add --resume to continue it, "
                                             "or give the space another name")
-        uri = (tracking_uri or space.tracking.uri or os.environ.get("CMISWEEP_TRACKING_URI")
-               or tracking.default_uri(results_root))
+        uri = tracking_uri_of(space, tracking_uri, results_root)
         meta = {"sweep_id": uuid.uuid4().hex, "tracking_uri": uri, "name": space.name}
     if tracking_uri:
         tracking.check_uri(uri, "--tracking-uri", None)
@@ -122,6 +163,9 @@ def ray_init_options(address: str | None, dashboard: bool = False) -> dict:
     if address:
         init["address"] = address
     else:
+        # a Ray of our own even when `ray start` left a cluster (or its address file) on this
+        # machine: ray.init() would join that one and refuse the local-only option below
+        init["address"] = "local"
         init["object_store_memory"] = 256 * 1024**2  # trials exchange small results, not tensors
     return init
 

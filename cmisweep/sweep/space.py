@@ -70,6 +70,14 @@ class SearchDims(Strict):
                 raise ValueError(f"params.{key}: set presets, gamma, alpha and seeds with their own keys")
         return v
 
+    @field_validator("presets", "gamma", "alpha", "seeds")
+    @classmethod
+    def _no_repeats(cls, v):
+        if isinstance(v, list) and len(set(v)) != len(v):
+            repeated = sorted({x for x in v if v.count(x) > 1}, key=str)
+            raise ValueError(f"values repeat ({', '.join(map(str, repeated))}): each would run the same trials twice")
+        return v
+
     def ranges(self) -> dict[str, Range]:
         out = {k: v for k, v in (("gamma", self.gamma), ("alpha", self.alpha)) if isinstance(v, Range)}
         out.update({f"params.{k}": v for k, v in self.params.items() if isinstance(v, Range)})

@@ -1,0 +1,88 @@
+"""cmisweep next to a Ray cluster that `ray start` made on this machine: a run without --address
+starts a Ray of its own (it used to join that cluster through the address file Ray leaves behind,
+and crash on a local-only option); a run with --address joins it. Real `ray start`, stopped by PID."""
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import need_data
+from helpers import cli, tiny_space
+
+pytestmark = pytest.mark.slow
+ADDRESS_FILE = Path("/tmp/ray/ray_current_cluster")  # where ray.init() looks for "the" cluster
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _one_trial(tmp_path, name):
+    space = tiny_space(name, search={"presets": ["beta"], "gamma": [0.0], "seeds": [0]},
+                       trial={**tiny_space()["trial"], "evaluation": {"enabled": False}})
+    p = tmp_path / f"{name}.yaml"
+    p.write_text(yaml.safe_dump(space))
+    return p
+
+
+def _jobs(port: int) -> int:
+    """Jobs (drivers) the cluster has seen, counting this probe's own connection."""
+    code = ("import ray; ray.init(address='127.0.0.1:%d', log_to_driver=False, configure_logging=False); "
+            "print(len(ray._private.state.jobs()))" % port)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_ADDRESS": ""})
+    assert r.returncode == 0, r.stderr[-2000:]
+    return int(r.stdout.strip().splitlines()[-1])
+
+
+def test_runs_beside_and_on_a_ray_start_cluster(tmp_path):
+    need_data("fashion-mnist")
+    saved = ADDRESS_FILE.read_text() if ADDRESS_FILE.exists() else None
+    port = _free_port()
+    ray = Path(sys.executable).parent / "ray"
+    head = subprocess.Popen([str(ray), "start", "--head", "--block", f"--port={port}", "--node-ip-address=127.0.0.1",
+                             # Ray's default temp dir: the address file that ray.init() finds goes there
+                             "--num-cpus=1", "--object-store-memory=100000000", "--include-dashboard=false",
+                             "--disable-usage-stats"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True, env={**os.environ, "RAY_AUTH_MODE": "disabled"})
+    try:
+        t0 = time.time()
+        while time.time() - t0 < 60:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.5)
+        time.sleep(2)
+        env = {"RAY_ADDRESS": ""}
+        beside = cli("run", _one_trial(tmp_path, "beside"), "--results", tmp_path / "results", cwd=tmp_path, env=env)
+        assert beside.returncode == 0, beside.stderr[-3000:]
+        assert "object_store_memory" not in beside.stderr
+        assert _jobs(port) == 1  # only our probe's own: the run beside did not join the cluster
+        on = cli("run", _one_trial(tmp_path, "on"), "--results", tmp_path / "results", "--address",
+                 f"127.0.0.1:{port}", cwd=tmp_path, env=env)
+        assert on.returncode == 0, on.stderr[-3000:]
+        for name in ("beside", "on"):
+            trials = pd.read_parquet(tmp_path / "results" / name / "trials.parquet")
+            assert list(trials["status"]) == ["FINISHED"], name
+        assert _jobs(port) == 3  # the two probes and the second run's driver: it ran on the cluster
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)
+        try:
+            head.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
+            head.wait()
+        if saved is None:
+            ADDRESS_FILE.unlink(missing_ok=True)
+        else:
+            ADDRESS_FILE.write_text(saved)
