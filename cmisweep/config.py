@@ -182,6 +182,10 @@ class EvalConfig(Strict):
     vc_segments: Annotated[int, Field(ge=2)] = 500  # paper: real test segments, half female, half male
     # opposite-gender pairs; paper: each converted both ways (2 x vc_pairs samples); utterance: one way
     vc_pairs: PosInt = 250
+    # speech: VC-mCAS over the test speakers' identities (cmisweep.metrics.vc_speaker): gender is
+    # too easy on the synthesized corpus to rank methods; conversions (and held-out real segments) per speaker
+    vc_speaker: bool = True
+    vc_speaker_segments: PosInt = 20
     batch_size: PosInt = 500
 
     @model_validator(mode="after")

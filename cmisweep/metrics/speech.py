@@ -1,5 +1,5 @@
-"""The speech evaluation suite of one trained DSAE: I-hat(z;s), EER(z), EER(s), VC-mCAS and a
-voice-conversion figure."""
+"""The speech evaluation suite of one trained DSAE: I-hat(z;s), EER(z), EER(s), VC-mCAS (gender,
+and over the test speakers' identities) and a voice-conversion figure."""
 from __future__ import annotations
 
 import time
@@ -10,6 +10,7 @@ import torch
 from cmisweep.config import EvalConfig
 from cmisweep.metrics.mutual_info import ihat_metrics
 from cmisweep.metrics.speaker import speaker_eer, vc_mcas
+from cmisweep.metrics.vc_speaker import vc_mcas_speaker
 
 
 def evaluate_speech(model, data, cfg: EvalConfig, out_dir: Path, seed: int = 0) -> tuple[dict, list[Path]]:
@@ -26,6 +27,10 @@ def evaluate_speech(model, data, cfg: EvalConfig, out_dir: Path, seed: int = 0) 
         t0 = time.perf_counter()
         metrics.update(vc_mcas(model, data, cfg.vc_pairs, seed, cfg.batch_size, cfg.vc_protocol, cfg.vc_segments))
         metrics["time/vc_s"] = time.perf_counter() - t0
+    if cfg.vc_speaker:
+        t0 = time.perf_counter()
+        metrics.update(vc_mcas_speaker(model, data, cfg.vc_speaker_segments, seed, cfg.batch_size))
+        metrics["time/vc_speaker_s"] = time.perf_counter() - t0
     if cfg.sample_grid:
         artifacts.append(conversion_figure(model, data, out_dir / "conversion.png", seed))
     return metrics, artifacts

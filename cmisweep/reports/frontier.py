@@ -22,6 +22,7 @@ SCORES = {
     "final/mcas_svm": ("mCAS(SVM)", True),
     "final/eer_z": ("EER(z)", False),
     "final/vc_mcas": ("VC-mCAS", True),
+    "final/vc_mcas_speaker": ("VC-mCAS(speaker)", True),
 }
 GROUP = ["preset", "gamma", "alpha"]
 

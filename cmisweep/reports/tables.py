@@ -23,6 +23,7 @@ UNITS = {
     "final/mcas_svm": ("mCAS(SVM) (accuracy, fraction)", 1.0),
     "final/eer_z": ("EER(z) [%]", 100.0),
     "final/vc_mcas": ("VC-mCAS [%]", 100.0),
+    "final/vc_mcas_speaker": ("VC-mCAS(speaker) [%]", 100.0),
     "final/ihat_paper": ("I-hat(z;s) paper form (nats, test)", 1.0),
     "final/ihat_exact": ("I-hat(z;s) exact form (nats, test)", 1.0),
     # the same two forms read by an MLP critic head: the accurate estimate (README.md, "I-hat")
