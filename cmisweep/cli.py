@@ -98,7 +98,7 @@ def cmd_run(args) -> int:
         from cmisweep.sweep.plan import plan
 
         space = runner.check(args.space, address=args.address, tracking_uri=args.tracking_uri,
-                             results_root=args.results, overrides=args.set or [])
+                             results_root=args.results, overrides=args.set or [], storage=args.storage)
         print(plan(space, measure=not args.no_measure))
         return ExitCode.OK
     return runner.run(args.space, resume=args.resume, address=args.address, tracking_uri=args.tracking_uri,

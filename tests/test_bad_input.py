@@ -176,6 +176,20 @@ def test_unreachable_ray_cluster(how, tmp_path, capsys, monkeypatch):
     assert err.count("\n") == 1 and not (tmp_path / "results").exists()
 
 
+@pytest.mark.parametrize("dry_run", [False, True])
+def test_unreachable_s3_storage(dry_run, tmp_path, capsys, monkeypatch):
+    """An S3 endpoint that does not answer: one line, exit 2, before any trial starts."""
+    monkeypatch.chdir(tmp_path)
+    for k, v in (("AWS_ACCESS_KEY_ID", "test"), ("AWS_SECRET_ACCESS_KEY", "test"), ("AWS_DEFAULT_REGION", "us-east-1")):
+        monkeypatch.setenv(k, v)
+    uri = "s3://sweeps/cmisweep?endpoint_override=127.0.0.1:9&scheme=http"
+    code = main(["run", _write(tmp_path, _space()), "--storage", uri, "--results", str(tmp_path / "results")]
+                + (["--dry-run", "--no-measure"] if dry_run else []))
+    out, err = capsys.readouterr()
+    assert code == 2 and err.startswith(f"error: --storage: storage {uri} is unreachable"), err
+    assert err.count("\n") == 1 and not (tmp_path / "results").exists() and "plan" not in out
+
+
 def test_cluster_yaml_missing_fields(tmp_path, capsys):
     config = yaml.safe_load((ROOT / "cluster" / "gpu.yaml").read_text())
     del config["cluster_name"]

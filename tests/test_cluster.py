@@ -86,3 +86,68 @@ def test_runs_beside_and_on_a_ray_start_cluster(tmp_path):
             ADDRESS_FILE.unlink(missing_ok=True)
         else:
             ADDRESS_FILE.write_text(saved)
+
+
+def _wait_port(port: int, timeout: float = 60) -> None:
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.3)
+    raise AssertionError(f"nothing listens on {port}")
+
+
+def test_sweep_with_checkpoints_on_s3_and_an_mlflow_server(tmp_path):
+    """The cluster's storage and tracking on this machine: trial checkpoints on an S3 API server
+    (moto's server mode) through CMISWEEP_STORAGE, tracking through `mlflow server` (HTTP, one
+    worker). Nothing of Tune's lands on the local disk; the models reach MLflow."""
+    need_data("fashion-mnist")
+    import pyarrow.fs
+    from mlflow.tracking import MlflowClient
+
+    import cmisweep
+
+    s3_port, mlflow_port = _free_port(), _free_port()
+    aws = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}
+    moto = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(s3_port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri",
+                               f"sqlite:///{tmp_path / 'server.db'}", "--host", "127.0.0.1", "--port", str(mlflow_port),
+                               "--workers", "1"], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True,
+                              env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
+    try:
+        _wait_port(s3_port)
+        _wait_port(mlflow_port, 90)
+        s3 = pyarrow.fs.S3FileSystem(endpoint_override=f"127.0.0.1:{s3_port}", scheme="http",
+                                     access_key="test", secret_key="test", allow_bucket_creation=True)
+        s3.create_dir("sweeps")
+        storage = f"s3://sweeps/cmisweep?endpoint_override=127.0.0.1:{s3_port}&scheme=http"
+        uri = f"http://127.0.0.1:{mlflow_port}"
+        space = tiny_space("s3", search={"presets": ["cmi"], "gamma": [0.3], "seeds": [0, 1]})
+        p = tmp_path / "s3.yaml"
+        p.write_text(yaml.safe_dump(space))
+        r = cli("run", p, "--results", tmp_path / "results", "--tracking-uri", uri, cwd=tmp_path,
+                env={**aws, "CMISWEEP_STORAGE": storage, "RAY_ADDRESS": ""})
+        assert r.returncode == 0, r.stderr[-3000:]
+        trials = pd.read_parquet(tmp_path / "results" / "s3" / "trials.parquet")
+        assert list(trials["status"]) == ["FINISHED", "FINISHED"]
+        # Tune's experiment and the trials' checkpoints are in the bucket, not on the local disk
+        files = [f.path for f in s3.get_file_info(pyarrow.fs.FileSelector("sweeps/cmisweep/s3/tune", recursive=True))]
+        assert any(f.endswith(".json") and "experiment_state" in f for f in files), files[:20]
+        assert sum("checkpoint_" in f and f.endswith("checkpoint.pt") for f in files) >= 2, files[:20]
+        assert not (tmp_path / "results" / "s3" / "tune").exists()
+        # tracked through the server: a parent, a child per trial, each child's model loads back
+        client = MlflowClient(uri)
+        exp = client.get_experiment_by_name("s3")
+        runs = client.search_runs([exp.experiment_id])
+        children = [c for c in runs if c.data.tags.get("cmisweep.role") == "trial"]
+        assert len(children) == 2 and all(c.info.status == "FINISHED" for c in children)
+        model, cfg = cmisweep.load(children[0].info.run_id, uri)
+        assert type(model).__name__ == "PixelCNNVAE" and cfg.regularizer.knob == 0.3
+    finally:
+        for proc in (moto, server):
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=30)

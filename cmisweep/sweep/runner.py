@@ -26,6 +26,7 @@ import yaml
 from cmisweep.errors import ConfigError
 from cmisweep.files import atomic_write_text
 from cmisweep.status import ExitCode, RunStatus, TrialStatus
+from cmisweep.sweep import storage as shared_storage
 from cmisweep.sweep.space import SearchSpace, load_space
 
 
@@ -86,7 +87,8 @@ def tracking_uri_of(space: SearchSpace, tracking_uri: str | None, results_root: 
 
 
 def check(path: str, *, address: str | None = None, tracking_uri: str | None = None,
-          results_root: str | Path = "results", overrides: list[str] | tuple = ()) -> SearchSpace:
+          results_root: str | Path = "results", overrides: list[str] | tuple = (),
+          storage: str | None = None) -> SearchSpace:
     """Everything a run checks before it starts, without starting it (`cmisweep run --dry-run`)."""
     from cmisweep.sweep import tracking
 
@@ -94,6 +96,8 @@ def check(path: str, *, address: str | None = None, tracking_uri: str | None = N
     uri = tracking_uri_of(space, tracking_uri, Path(results_root))
     tracking.check_uri(uri, *(("--tracking-uri", None) if tracking_uri else (path, "tracking.uri")))
     preflight(space, path, address or os.environ.get("RAY_ADDRESS"), resources=False)
+    if storage or os.environ.get("CMISWEEP_STORAGE"):
+        shared_storage.check(storage or os.environ["CMISWEEP_STORAGE"], "--storage" if storage else "$CMISWEEP_STORAGE")
     return space
 
 
@@ -135,8 +139,11 @@ def run(path: str, *, resume: bool = False, address: str | None = None, tracking
     address = address or os.environ.get("RAY_ADDRESS")
     preflight(space, path, address)
     space = pin_data_path(space)
-    storage = meta.get("storage") or storage or os.environ.get("CMISWEEP_STORAGE")
-    meta["storage"] = storage
+    where = "--storage" if storage else "$CMISWEEP_STORAGE"
+    storage_uri = meta.get("storage") or storage or os.environ.get("CMISWEEP_STORAGE")
+    if storage_uri:
+        shared_storage.check(storage_uri, where)
+    meta["storage"] = storage_uri
 
     # nothing was written before this point: a bad input leaves no trace
     sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -151,7 +158,7 @@ def experiment_dir(sweep_dir: Path, meta: dict) -> str:
     """Where Tune keeps the experiment: results/<name>/tune, or <storage>/<name>/tune on a
     cluster (storage shared by all nodes, e.g. s3://bucket/prefix)."""
     if meta.get("storage"):
-        return f"{meta['storage'].rstrip('/')}/{meta['name']}/tune"
+        return shared_storage.join(meta["storage"], meta["name"], "tune")
     return str(sweep_dir / "tune")
 
 
@@ -217,7 +224,8 @@ def _execute(space, sweep_dir: Path, meta: dict, uri: str, *, resume: bool, addr
     logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
     trainable = tune.with_resources(make_trainable(space), {"cpu": space.resources.cpu, "gpu": space.resources.gpu})
     exp_dir = experiment_dir(sweep_dir, meta)
-    storage_root = exp_dir.rsplit("/", 1)[0]  # Tune's storage_path; "tune" is the experiment's name
+    # Tune's storage_path; "tune" is the experiment's name
+    storage_root = shared_storage.join(meta["storage"], meta["name"]) if meta.get("storage") else str(sweep_dir)
     t0 = time.time()
     interrupted = False
     backup = StateBackup(sweep_dir / "tune-state")
