@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install system-deps test demo speech-demo data bench clean
+.PHONY: install system-deps test demo speech-demo cluster-demo data bench clean
 
 install: system-deps $(STAMP)
 
@@ -48,6 +48,14 @@ speech-demo: install
 	test -f data/speech-synth/speakers.csv || $(BIN)/cmisweep data synth-speech --out data/speech-synth
 	RAY_AUTH_MODE=disabled MLFLOW_DISABLE_TELEMETRY=true $(BIN)/cmisweep run search_spaces/speech-quick.yaml \
 		$$(test -f results/speech-quick/sweep.json && echo --resume)
+
+# The quickstart on a multi-node Ray cluster simulated on this machine (cluster/local.yaml: Ray's
+# fake multi-node provider, a head without trials, GPU workers on demand): rehearse a cluster run.
+cluster-demo: install
+	$(BIN)/cmisweep data fetch --if-missing fashion-mnist
+	RAY_AUTH_MODE=disabled MLFLOW_DISABLE_TELEMETRY=true $(BIN)/cmisweep cluster rehearse cluster/local.yaml \
+		search_spaces/quickstart.yaml --results results/cluster-demo --set resources.gpu=0.25 \
+		$$(test -f results/cluster-demo/quickstart/sweep.json && echo --resume)
 
 # The figures of BENCHMARKS.md (about 30 minutes on 2 cores; needs Fashion-MNIST).
 bench: install

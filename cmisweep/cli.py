@@ -127,6 +127,20 @@ def cmd_cluster_check(args) -> int:
     return ExitCode.OK
 
 
+def cmd_cluster_rehearse(args) -> int:
+    from cmisweep.sweep import runner
+    from cmisweep.sweep.cluster import check
+    from cmisweep.sweep.local_cluster import LocalCluster
+
+    check(args.config)
+    with LocalCluster(args.config) as cluster:
+        print(f"local cluster up at {cluster.address} (head: no CPU for trials; GPU workers on demand)", flush=True)
+        code = runner.run(args.space, address=cluster.address, results_root=args.results, overrides=args.set or [],
+                          resume=args.resume)
+    print("local cluster stopped", flush=True)
+    return code
+
+
 def cmd_synth_speech(args) -> int:
     import time
 
@@ -208,6 +222,14 @@ def build_parser() -> argparse.ArgumentParser:
     cc = csub.add_parser("check", help="validate a cluster YAML against Ray's schema")
     cc.add_argument("file")
     cc.set_defaults(func=cmd_cluster_check)
+    cr = csub.add_parser("rehearse", help="run a sweep on a multi-node Ray cluster simulated on this machine "
+                                          "(cluster/local.yaml), then stop it: a cluster run before paying for one")
+    cr.add_argument("config", help="a fake_multinode cluster config (cluster/local.yaml)")
+    cr.add_argument("space", help="a search space YAML")
+    cr.add_argument("--results", default="results")
+    cr.add_argument("--resume", action="store_true")
+    cr.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a key of the space (repeatable)")
+    cr.set_defaults(func=cmd_cluster_rehearse)
 
     d = sub.add_parser("data", help="data sets")
     dsub = d.add_subparsers(dest="data_command", required=True)

@@ -151,3 +151,34 @@ def test_sweep_with_checkpoints_on_s3_and_an_mlflow_server(tmp_path):
         for proc in (moto, server):
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(timeout=30)
+
+
+def test_rehearsal_on_a_local_multi_node_cluster_packs_four_trials_on_one_gpu(tmp_path):
+    """cluster/local.yaml through `cmisweep cluster rehearse`: the head takes no trial, the
+    autoscaler starts a GPU worker node on demand, and four 0.25-GPU trials share its one GPU."""
+    need_data("fashion-mnist")
+    saved = ADDRESS_FILE.read_text() if ADDRESS_FILE.exists() else None
+    space = tiny_space("rehearse", search={"presets": ["beta", "cmi"], "gamma": [0.3], "seeds": [0, 1]},
+                       resources={"cpu": 0.5, "gpu": 0.25}, concurrency=4)
+    p = tmp_path / "rehearse.yaml"
+    p.write_text(yaml.safe_dump(space))
+    root = Path(__file__).resolve().parents[1]
+    r = cli("cluster", "rehearse", root / "cluster" / "local.yaml", p, "--results", tmp_path / "results",
+            cwd=tmp_path, env={"RAY_ADDRESS": ""}, timeout=900)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    assert "local cluster up at 127.0.0.1:" in r.stdout and "local cluster stopped" in r.stdout
+    trials = pd.read_parquet(tmp_path / "results" / "rehearse" / "trials.parquet")
+    assert list(trials["status"]) == ["FINISHED"] * 4
+    # one worker node (not the head: its id ends in 00000) ran all four, on GPU 0
+    assert trials["node_id"].nunique() == 1 and not trials["node_id"].iloc[0].endswith("00000")
+    assert set(trials["gpu_ids"]) == {"0"}
+    # and nothing of the cluster is left running
+    assert not [p for p in os.listdir("/proc") if p.isdigit() and "cmisweep-cluster-" in _cmdline(p)]
+    assert (ADDRESS_FILE.read_text() if ADDRESS_FILE.exists() else None) == saved
+
+
+def _cmdline(pid: str) -> str:
+    try:
+        return open(f"/proc/{pid}/cmdline", "rb").read().decode(errors="replace")
+    except OSError:
+        return ""

@@ -8,7 +8,7 @@ import pandas as pd
 from cmisweep.sweep.search import point_from_config
 from cmisweep.sweep.space import point_name
 from cmisweep.status import TrialStatus, TuneStatus
-from cmisweep.sweep.trainable import STATUS, STOPPED_AT
+from cmisweep.sweep.trainable import GPUS, NODE, STATUS, STOPPED_AT
 
 
 def collect_trials(exp_dir: str, space) -> pd.DataFrame:
@@ -38,6 +38,7 @@ def collect_trials(exp_dir: str, space) -> pd.DataFrame:
             "preset": point["preset"], "gamma": point["gamma"], "alpha": point.get("alpha"),
             "seed": point["seed"], "epochs_done": int(last.get("epoch", 0)),
             "stopped_at": None if stopped_at is None else int(stopped_at),
+            "node_id": last.get(NODE), "gpu_ids": last.get(GPUS),
         }
         row.update({f"params.{k}": v for k, v in point.get("params", {}).items()})
         row.update({k: v for k, v in last.items() if k.startswith("final/")})

@@ -15,6 +15,7 @@ import json
 import tempfile
 from pathlib import Path
 
+import ray
 import torch
 from ray import tune
 
@@ -28,6 +29,8 @@ CHECKPOINT_FILE = "checkpoint.pt"
 FINAL_FILE = "final.json"  # in the last checkpoint: the final result, reported again after a restore
 STATUS = "cmisweep/status"  # a TrialStatus, in the last result of a trial
 ERROR = "cmisweep/error"
+NODE = "cmisweep/node_id"  # the Ray node that evaluated the trial
+GPUS = "cmisweep/gpu_ids"  # the GPU ids Ray gave it ("" without one; "0" for four 0.25 trials on one GPU)
 STOPPED_AT = "cmisweep/stopped_at"  # the epoch (ASHA's rung) at which the scheduler stopped the trial
 
 
@@ -91,6 +94,8 @@ def make_trainable(space: SearchSpace):
             last = trainer.history[-1] if trainer.history else {"epoch": 0}
             final = {**_numbers(last), **{f"final/{k}": v for k, v in _numbers(metrics).items()}}
             final[STATUS] = (TrialStatus.FINISHED if stopped_at is None else TrialStatus.STOPPED).value
+            final[NODE] = ray.get_runtime_context().get_node_id()  # where it ran: a cluster's placement
+            final[GPUS] = ",".join(map(str, ray.get_gpu_ids()))
             if stopped_at is not None:
                 final[STOPPED_AT] = stopped_at
             (out / FINAL_FILE).write_text(json.dumps(final))
