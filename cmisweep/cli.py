@@ -136,7 +136,7 @@ def cmd_cluster_rehearse(args) -> int:
     with LocalCluster(args.config) as cluster:
         print(f"local cluster up at {cluster.address} (head: no CPU for trials; GPU workers on demand)", flush=True)
         code = runner.run(args.space, address=cluster.address, results_root=args.results, overrides=args.set or [],
-                          resume=args.resume)
+                          resume=args.resume, tracking_uri=args.tracking_uri, storage=args.storage)
     print("local cluster stopped", flush=True)
     return code
 
@@ -228,6 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
     cr.add_argument("space", help="a search space YAML")
     cr.add_argument("--results", default="results")
     cr.add_argument("--resume", action="store_true")
+    cr.add_argument("--tracking-uri", help="MLflow tracking URI (e.g. an mlflow server's http://host:port)")
+    cr.add_argument("--storage", help="shared storage for trial checkpoints (default $CMISWEEP_STORAGE)")
     cr.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a key of the space (repeatable)")
     cr.set_defaults(func=cmd_cluster_rehearse)
 

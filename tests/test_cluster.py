@@ -99,15 +99,11 @@ def _wait_port(port: int, timeout: float = 60) -> None:
     raise AssertionError(f"nothing listens on {port}")
 
 
-def test_sweep_with_checkpoints_on_s3_and_an_mlflow_server(tmp_path):
-    """The cluster's storage and tracking on this machine: trial checkpoints on an S3 API server
-    (moto's server mode) through CMISWEEP_STORAGE, tracking through `mlflow server` (HTTP, one
-    worker). Nothing of Tune's lands on the local disk; the models reach MLflow."""
-    need_data("fashion-mnist")
+@pytest.fixture
+def s3_and_mlflow(tmp_path):
+    """An S3 API server (moto's server mode) with a bucket, and `mlflow server` (HTTP, one worker),
+    on 127.0.0.1; yields (storage URI, tracking URI, pyarrow S3 filesystem, env for the CLI)."""
     import pyarrow.fs
-    from mlflow.tracking import MlflowClient
-
-    import cmisweep
 
     s3_port, mlflow_port = _free_port(), _free_port()
     aws = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}
@@ -124,39 +120,26 @@ def test_sweep_with_checkpoints_on_s3_and_an_mlflow_server(tmp_path):
         s3 = pyarrow.fs.S3FileSystem(endpoint_override=f"127.0.0.1:{s3_port}", scheme="http",
                                      access_key="test", secret_key="test", allow_bucket_creation=True)
         s3.create_dir("sweeps")
-        storage = f"s3://sweeps/cmisweep?endpoint_override=127.0.0.1:{s3_port}&scheme=http"
-        uri = f"http://127.0.0.1:{mlflow_port}"
-        space = tiny_space("s3", search={"presets": ["cmi"], "gamma": [0.3], "seeds": [0, 1]})
-        p = tmp_path / "s3.yaml"
-        p.write_text(yaml.safe_dump(space))
-        r = cli("run", p, "--results", tmp_path / "results", "--tracking-uri", uri, cwd=tmp_path,
-                env={**aws, "CMISWEEP_STORAGE": storage, "RAY_ADDRESS": ""})
-        assert r.returncode == 0, r.stderr[-3000:]
-        trials = pd.read_parquet(tmp_path / "results" / "s3" / "trials.parquet")
-        assert list(trials["status"]) == ["FINISHED", "FINISHED"]
-        # Tune's experiment and the trials' checkpoints are in the bucket, not on the local disk
-        files = [f.path for f in s3.get_file_info(pyarrow.fs.FileSelector("sweeps/cmisweep/s3/tune", recursive=True))]
-        assert any(f.endswith(".json") and "experiment_state" in f for f in files), files[:20]
-        assert sum("checkpoint_" in f and f.endswith("checkpoint.pt") for f in files) >= 2, files[:20]
-        assert not (tmp_path / "results" / "s3" / "tune").exists()
-        # tracked through the server: a parent, a child per trial, each child's model loads back
-        client = MlflowClient(uri)
-        exp = client.get_experiment_by_name("s3")
-        runs = client.search_runs([exp.experiment_id])
-        children = [c for c in runs if c.data.tags.get("cmisweep.role") == "trial"]
-        assert len(children) == 2 and all(c.info.status == "FINISHED" for c in children)
-        model, cfg = cmisweep.load(children[0].info.run_id, uri)
-        assert type(model).__name__ == "PixelCNNVAE" and cfg.regularizer.knob == 0.3
+        yield (f"s3://sweeps/cmisweep?endpoint_override=127.0.0.1:{s3_port}&scheme=http",
+               f"http://127.0.0.1:{mlflow_port}", s3, aws)
     finally:
         for proc in (moto, server):
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(timeout=30)
 
 
-def test_rehearsal_on_a_local_multi_node_cluster_packs_four_trials_on_one_gpu(tmp_path):
-    """cluster/local.yaml through `cmisweep cluster rehearse`: the head takes no trial, the
-    autoscaler starts a GPU worker node on demand, and four 0.25-GPU trials share its one GPU."""
+def test_rehearsal_on_a_local_multi_node_cluster(tmp_path, s3_and_mlflow):
+    """The cluster path on this machine: cluster/local.yaml through `cmisweep cluster rehearse`,
+    trial checkpoints on S3 (moto), tracking through `mlflow server`. The head takes no trial, the
+    autoscaler starts a GPU worker node on demand and four 0.25-GPU trials share its one GPU;
+    nothing of Tune's lands on the local disk; the models reach MLflow; nothing is left running."""
     need_data("fashion-mnist")
+    import pyarrow.fs
+    from mlflow.tracking import MlflowClient
+
+    import cmisweep
+
+    storage, uri, s3, aws = s3_and_mlflow
     saved = ADDRESS_FILE.read_text() if ADDRESS_FILE.exists() else None
     space = tiny_space("rehearse", search={"presets": ["beta", "cmi"], "gamma": [0.3], "seeds": [0, 1]},
                        resources={"cpu": 0.5, "gpu": 0.25}, concurrency=4)
@@ -164,7 +147,8 @@ def test_rehearsal_on_a_local_multi_node_cluster_packs_four_trials_on_one_gpu(tm
     p.write_text(yaml.safe_dump(space))
     root = Path(__file__).resolve().parents[1]
     r = cli("cluster", "rehearse", root / "cluster" / "local.yaml", p, "--results", tmp_path / "results",
-            cwd=tmp_path, env={"RAY_ADDRESS": ""}, timeout=900)
+            "--tracking-uri", uri, cwd=tmp_path, env={**aws, "CMISWEEP_STORAGE": storage, "RAY_ADDRESS": ""},
+            timeout=900)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     assert "local cluster up at 127.0.0.1:" in r.stdout and "local cluster stopped" in r.stdout
     trials = pd.read_parquet(tmp_path / "results" / "rehearse" / "trials.parquet")
@@ -172,7 +156,20 @@ def test_rehearsal_on_a_local_multi_node_cluster_packs_four_trials_on_one_gpu(tm
     # one worker node (not the head: its id ends in 00000) ran all four, on GPU 0
     assert trials["node_id"].nunique() == 1 and not trials["node_id"].iloc[0].endswith("00000")
     assert set(trials["gpu_ids"]) == {"0"}
-    # and nothing of the cluster is left running
+    # Tune's experiment and the trials' checkpoints are in the bucket, not on the local disk
+    files = [f.path for f in s3.get_file_info(pyarrow.fs.FileSelector("sweeps/cmisweep/rehearse/tune",
+                                                                       recursive=True))]
+    assert any("experiment_state" in f and f.endswith(".json") for f in files), files[:20]
+    assert sum("checkpoint_" in f and f.endswith("checkpoint.pt") for f in files) >= 4, files[:20]
+    assert not (tmp_path / "results" / "rehearse" / "tune").exists()
+    # tracked through the server: a parent, a child per trial, each child's model loads back
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("rehearse").experiment_id])
+    children = [c for c in runs if c.data.tags.get("cmisweep.role") == "trial"]
+    assert len(children) == 4 and all(c.info.status == "FINISHED" for c in children)
+    model, cfg = cmisweep.load(children[0].info.run_id, uri)
+    assert type(model).__name__ == "PixelCNNVAE" and cfg.regularizer.knob == 0.3
+    # and nothing of the cluster is left running, Ray's address file as it was
     assert not [p for p in os.listdir("/proc") if p.isdigit() and "cmisweep-cluster-" in _cmdline(p)]
     assert (ADDRESS_FILE.read_text() if ADDRESS_FILE.exists() else None) == saved
 
