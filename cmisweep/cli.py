@@ -1,6 +1,6 @@
 """The `cmisweep` command line. Errors meant for users print one line and exit non-zero
 (cmisweep.status.ExitCode: 2 bad input, 1 a failed run, 3 a sweep with failed trials, 4 nothing
-evaluated, 130 interrupted)."""
+evaluated, 5 a tracking server that did not take all of the sweep, 130 interrupted)."""
 from __future__ import annotations
 
 import argparse

@@ -38,4 +38,5 @@ class ExitCode(IntEnum):
     BAD_INPUT = 2  # a config, data file or path is wrong: one line names it
     FAILED_TRIALS = 3  # the sweep finished with failed trials
     NOTHING_EVALUATED = 4  # every trial stopped early by the scheduler before its evaluation
+    TRACKING_INCOMPLETE = 5  # the sweep ran, but MLflow did not take all of it (a server that stayed down)
     INTERRUPTED = 130  # Ctrl-C / SIGTERM: resume with --resume

@@ -179,3 +179,50 @@ def _cmdline(pid: str) -> str:
         return open(f"/proc/{pid}/cmdline", "rb").read().decode(errors="replace")
     except OSError:
         return ""
+
+
+def _mlflow_server(tmp_path, port):
+    return subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri",
+                             f"sqlite:///{tmp_path / 'down.db'}", "--host", "127.0.0.1", "--port", str(port),
+                             "--workers", "1"], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True, env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
+
+
+def test_a_tracking_server_down_for_a_while_delays_the_data_but_loses_none(tmp_path, monkeypatch, capsys):
+    """The sweep's tracking calls while `mlflow server` is down are kept and replayed in order when
+    it is back; a server that stays down leaves them counted (the sweep then exits 5 with one line)."""
+    from mlflow.tracking import MlflowClient
+
+    from cmisweep.sweep import tracking
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # as the runner sets it: fail fast, keep
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    port = _free_port()
+    uri = f"http://127.0.0.1:{port}"
+    server = _mlflow_server(tmp_path, port)
+    try:
+        _wait_port(port, 90)
+        run = tracking.SweepRun(uri, "outage", "sweep-outage", "outage", None)
+        parent = run.start()
+        client = MlflowClient(uri)
+        tracking._safe("sweep-outage", client.log_metric, parent, "m", 0.0, 0, 0)
+        os.killpg(server.pid, signal.SIGKILL)  # the server goes away mid-sweep
+        server.wait()
+        for step in (1, 2, 3):
+            tracking._safe("sweep-outage", client.log_metric, parent, "m", float(step), 0, step)
+        run.finish()  # closing the parent run is kept too
+        assert len(tracking.PENDING["sweep-outage"]) == 4
+        assert "keeping calls to replay" in capsys.readouterr().err
+        assert run.unlogged(wait_s=1) == 4  # still down: nothing is dropped
+        server = _mlflow_server(tmp_path, port)  # back, same store
+        _wait_port(port, 90)
+        assert run.unlogged(wait_s=60) == 0
+        assert [m.value for m in client.get_metric_history(parent, "m")] == [0.0, 1.0, 2.0, 3.0]
+        assert client.get_run(parent).info.status == "FINISHED"
+    finally:
+        try:
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait(timeout=30)
+        except ProcessLookupError:
+            pass
+        tracking.PENDING.pop("sweep-outage", None)

@@ -193,6 +193,10 @@ def _execute(space, sweep_dir: Path, meta: dict, uri: str, *, resume: bool, addr
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    # a tracking server that is down: fail a call in seconds and keep it for replay (tracking._safe)
+    # rather than block Tune's loop through MLflow's minutes of retries
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the legacy reporter honours verbose=0: our lines only
     # snapshot the experiment state after every result (results come once per epoch): a driver
@@ -268,12 +272,16 @@ def _execute(space, sweep_dir: Path, meta: dict, uri: str, *, resume: bool, addr
         sweep_run.finish(RunStatus.KILLED, unfinished_status=RunStatus.KILLED)
     else:
         sweep_run.finish(RunStatus.FAILED if failed else RunStatus.FINISHED, unfinished_status=RunStatus.FAILED)
+    unlogged = sweep_run.unlogged()  # what a tracking server that went down has not taken yet
     print(summary_table(frame), flush=True)
     print(f"\nsweep {space.name}: {len(frame)} trials, {evaluated} evaluated, {stopped} stopped early, {failed} failed, "
           f"{wall / 60:.1f} min", flush=True)
     print(f"reports: {sweep_dir / 'reports'}\ntracking: {uri} (open with: cmisweep ui {space.name})", flush=True)
-    if sweep_run.errors:
-        print(f"warning: {sweep_run.errors} MLflow logging calls failed; see the warnings above", file=sys.stderr)
+    if unlogged:
+        print(f"error: MLflow at {uri} did not take {unlogged} calls (metrics, artifacts, run states) even after "
+              f"retrying for a minute: the reports under {sweep_dir} and trials.parquet are complete, MLflow's "
+              f"copy is not (`cmisweep report {space.name}` logs the reports to it again)", file=sys.stderr)
+        return ExitCode.TRACKING_INCOMPLETE
     if interrupted:
         print(f"interrupted: continue with `cmisweep run {sweep_dir / 'space.yaml'} --resume`", file=sys.stderr)
         return ExitCode.INTERRUPTED

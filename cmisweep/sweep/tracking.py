@@ -155,18 +155,26 @@ class SweepRun:
             self.client.update_run(self.parent_id, status=RunStatus.RUNNING)
         return self.parent_id
 
-    @property
-    def errors(self) -> int:
-        return FAILURES[self.sweep_id]
+    def unlogged(self, wait_s: float = 60.0) -> int:
+        """Replay what the store did not take, retrying for up to wait_s; the calls still kept."""
+        import time
+
+        t0 = time.time()
+        while flush(self.sweep_id) and time.time() - t0 < wait_s:
+            time.sleep(2)
+        return len(PENDING[self.sweep_id])
 
     def finish(self, status: str = RunStatus.FINISHED, unfinished_status: str | None = None) -> None:
         """Close the parent run; runs of trials that did not end are closed as `unfinished_status`
-        (KILLED on Ctrl-C) so that none stays RUNNING."""
-        if unfinished_status:
-            for run_id in _children(self.client, self.exp_id, self.parent_id).values():
-                if self.client.get_run(run_id).info.status == RunStatus.RUNNING:
-                    self.client.set_terminated(run_id, unfinished_status)
-        self.client.set_terminated(self.parent_id, status)
+        (KILLED on Ctrl-C) so that none stays RUNNING. Kept for replay if the store is down."""
+        def close() -> None:
+            if unfinished_status:
+                for run_id in _children(self.client, self.exp_id, self.parent_id).values():
+                    if self.client.get_run(run_id).info.status == RunStatus.RUNNING:
+                        self.client.set_terminated(run_id, unfinished_status)
+            self.client.set_terminated(self.parent_id, status)
+
+        _safe(self.sweep_id, close)
 
     def log_reports(self, reports: Path, trials) -> None:
         """The reports as the parent run's artifacts, and its description (what the MLflow UI shows
@@ -185,13 +193,37 @@ class SweepRun:
         _safe(self.sweep_id, log)
 
 
+# MLflow calls the store did not take (a tracking server down), per sweep id, in order: each later
+# call replays them first, and the sweep's end tries again, so an outage delays data, not loses it
+PENDING: dict[str, collections.deque] = collections.defaultdict(collections.deque)
+
+
 def _safe(sweep_id: str, fn, *args) -> None:
-    """Tracking must not stop a sweep: a failing store is reported, the sweep goes on."""
-    try:
-        fn(*args)
-    except Exception as e:  # noqa: BLE001
-        FAILURES[sweep_id] += 1
-        print(f"warning: MLflow logging failed ({type(e).__name__}: {e})", file=sys.stderr, flush=True)
+    """Tracking must neither stop a sweep nor lose its data: a call that fails is kept and replayed
+    (in order, before any later call); the first failure of an outage is reported once."""
+    PENDING[sweep_id].append((fn, args))
+    flush(sweep_id)
+
+
+def flush(sweep_id: str) -> int:
+    """Replay the kept calls in order until one fails; returns how many are still kept."""
+    pending = PENDING[sweep_id]
+    while pending:
+        fn, args = pending[0]
+        try:
+            fn(*args)
+        except Exception as e:  # noqa: BLE001 - any store error: keep the call for later
+            if not FAILURES[sweep_id]:
+                first = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
+                print(f"warning: MLflow did not take a call ({type(e).__name__}: {first}); keeping calls to "
+                      "replay when it answers", file=sys.stderr, flush=True)
+            FAILURES[sweep_id] += 1
+            return len(pending)
+        pending.popleft()
+        if FAILURES[sweep_id] and not pending:
+            print("MLflow answers again: the kept calls were replayed", file=sys.stderr, flush=True)
+            FAILURES[sweep_id] = 0
+    return 0
 
 
 class TrialLogger(tune.Callback):
