@@ -226,3 +226,4 @@ def test_a_tracking_server_down_for_a_while_delays_the_data_but_loses_none(tmp_p
         except ProcessLookupError:
             pass
         tracking.PENDING.pop("sweep-outage", None)
+

@@ -124,7 +124,7 @@ def run(path: str, *, resume: bool = False, address: str | None = None, tracking
         if not state.exists():
             raise ConfigError(path, "name", f"nothing to resume: {sweep_dir} holds no sweep (run without --resume)")
         meta = json.loads(state.read_text())
-        space = load_space(sweep_dir / "space.yaml")  # the space the sweep started with
+        space = load_space(sweep_dir / "space.yaml", stored=True)  # the space the sweep started with
         uri = tracking_uri or meta["tracking_uri"]
     else:
         if sweep_dir.exists() and any(sweep_dir.iterdir()):
@@ -303,7 +303,7 @@ def report(sweep: str, results_root: str | Path = "results") -> int:
     if not (d / "sweep.json").exists():
         raise ConfigError(None, "SWEEP", f"no sweep at {d} (expected {d / 'sweep.json'})")
     meta = json.loads((d / "sweep.json").read_text())
-    space = load_space(d / "space.yaml")
+    space = load_space(d / "space.yaml", stored=True)
     frame = write_reports(d, space, experiment_dir(d, meta))
     print(summary_table(frame))
     print(f"reports: {d / 'reports'}, {d / 'trials.parquet'}, {d / 'frontier.parquet'}")

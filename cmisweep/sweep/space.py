@@ -278,11 +278,22 @@ def corner_points(space: SearchSpace) -> list[dict]:
     return out
 
 
-def load_space(path: str | Path, overrides: list[str] | tuple = ()) -> SearchSpace:
+def _stored(raw: dict) -> dict:
+    """A space a sweep saved (results/<name>/space.yaml, every field dumped) in today's names: sweeps
+    started before the knob's rename stored trial.regularizer.gamma (always the default 0.0 there:
+    the point sets the knob)."""
+    reg = (raw.get("trial") or {}).get("regularizer")
+    if isinstance(reg, dict) and "gamma" in reg:
+        reg["knob"] = reg.pop("gamma")
+    return raw
+
+
+def load_space(path: str | Path, overrides: list[str] | tuple = (), stored: bool = False) -> SearchSpace:
     """Load and validate a search space (with KEY=VALUE overrides), including every trial it
     implies (or the corners of its ranges). Any problem is a ConfigError naming the file and the
-    key; nothing is started."""
-    raw = configio.apply_overrides(configio.read_yaml(path), list(overrides), path)
+    key; nothing is started. stored: a sweep's own copy (--resume, report), read in today's names."""
+    raw = configio.read_yaml(path)
+    raw = configio.apply_overrides(_stored(raw) if stored else raw, list(overrides), path)
     space = configio.validate(SearchSpace, raw, path)
     points = grid_points(space) if space.algorithm.kind == "grid" else corner_points(space)
     for point in points:
