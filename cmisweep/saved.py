@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -50,6 +51,8 @@ def save_model(model: torch.nn.Module, cfg: TrialConfig, data, out_dir: Path) ->
         # encode / generate / convert. Requirements named, not inferred (inference imports and
         # probes the environment for seconds). Written aside, then moved: never a half model.
         staged = Path(d) / MODEL_DIR
+        # its warning about pickles is the reason above, said on every trial: once here is enough
+        logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
         mlflow.pytorch.save_model(model, str(staged), extra_files=[str(p) for p in extra],
                                   pip_requirements=["torch==2.13.0", "cmisweep"], serialization_format="pickle")
         if path.exists():
