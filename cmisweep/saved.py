@@ -27,6 +27,10 @@ import yaml
 from cmisweep.config import TrialConfig
 from cmisweep.errors import DataError
 
+# MLflow copies a model's extra files and downloads a run's model with a progress bar: noise in a
+# trial's log and a command's one line of output
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
 MODEL_DIR = "model"  # artifact path of the model in a run: runs:/<run_id>/model
 CONFIG_FILE = "trial.yaml"
 NORMALIZATION_FILE = "normalization.json"
@@ -87,7 +91,6 @@ def model_path(run_or_dir: str | Path, tracking_uri: str | None = None) -> Path:
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one line per command, not a bar
     uri = str(run_or_dir) if str(run_or_dir).startswith("runs:/") else f"runs:/{run_or_dir}/{MODEL_DIR}"
     try:
         return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, tracking_uri=_tracking_uri(tracking_uri)))
