@@ -153,6 +153,12 @@ def cmd_synth_speech(args) -> int:
     return ExitCode.OK
 
 
+def _model_args(p: argparse.ArgumentParser) -> None:
+    """The model a command reads: a run id (a sweep trial's or cmisweep train's) or a directory."""
+    p.add_argument("run", help="an MLflow run id (a sweep trial's or cmisweep train's), runs:/ URI or model directory")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else results/)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cmisweep", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -199,22 +205,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     sa = sub.add_parser("sample", help="a trained image model's samples: test images, each followed by "
                                        "samples from its z (the paper's Fig. 4)")
-    sa.add_argument("run", help="an MLflow run id (a sweep trial's or cmisweep train's) or a model directory")
+    _model_args(sa)
     sa.add_argument("--n", type=int, default=10, help="samples per image (default 10)")
     sa.add_argument("--out", default="samples.png", help="output PNG (default samples.png)")
     sa.add_argument("--seed", type=int, default=0)
     sa.add_argument("--data", help="the data directory (default: the model's config, $CMISWEEP_DATA)")
-    sa.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else results/)")
     sa.set_defaults(func=cmd_sample)
 
     cv = sub.add_parser("convert", help="voice conversion with a trained speech model: SOURCE's voice "
                                         "(z) saying TARGET's content (s)")
-    cv.add_argument("run", help="an MLflow run id or a model directory")
+    _model_args(cv)
     cv.add_argument("source", help="wav whose speaker (z) is kept")
     cv.add_argument("target", help="wav whose content (s) is kept; the output has its length")
     cv.add_argument("--out", default="converted.wav", help="output wav; a PNG of the spectrograms beside it")
     cv.add_argument("--iterations", type=int, default=32, help="Griffin-Lim iterations (default 32)")
-    cv.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else results/)")
     cv.set_defaults(func=cmd_convert)
 
     c = sub.add_parser("cluster", help="Ray cluster configs")

@@ -132,14 +132,20 @@ def vc_samples(model, data, segments: int = 500, pairs: int = 250, seed: int = 0
     f, m = chosen["F"][:n], chosen["M"][:n]  # rng.choice already shuffled: random pairs
     # each pair both ways: the female's z with the male's s, then the male's z with the female's s
     z_donor, s_donor = np.concatenate([f, m]), np.concatenate([m, f])
+    generated = convert_rows(model, data.test_x, z_donor, s_donor, batch_size)
+    return VCSamples(real, gender[real], s_donor, z_donor, gender[z_donor], generated)
+
+
+@torch.no_grad()
+def convert_rows(model, x: torch.Tensor, z_donor: np.ndarray, s_donor: np.ndarray, batch_size: int) -> torch.Tensor:
+    """x[s_donor[i]] decoded with the posterior mean z of x[z_donor[i]], for every i, on the CPU."""
     model.eval()
-    x = data.test_x
     out = []
     for i in range(0, len(z_donor), batch_size):
         zi = torch.as_tensor(z_donor[i: i + batch_size], device=x.device)
         si = torch.as_tensor(s_donor[i: i + batch_size], device=x.device)
         out.append(model.convert(x[si], model.encode(x[zi]).mean).float().cpu())
-    return VCSamples(real, gender[real], s_donor, z_donor, gender[z_donor], torch.cat(out))
+    return torch.cat(out)
 
 
 def gender_accuracy(train_x: torch.Tensor, train_gender: np.ndarray, test_x: torch.Tensor, test_gender: np.ndarray,

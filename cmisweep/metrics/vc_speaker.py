@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from cmisweep.metrics.speaker import _classifier
+from cmisweep.metrics.speaker import _classifier, convert_rows
 
 
 def _time_avg(x: torch.Tensor) -> np.ndarray:
@@ -50,15 +50,10 @@ def vc_mcas_speaker(model, data, per_speaker: int = 10, seed: int = 0, batch_siz
     held_label = speakers[held]
     # s from another speaker's segment: the conversion keeps content that is not the label's
     s_donor = np.array([rng.choice(np.flatnonzero(speakers != speakers[i])) for i in z_donor])
-    model.eval()
     x = data.test_x
-    out = []
-    for i in range(0, len(z_donor), batch_size):
-        zi = torch.as_tensor(z_donor[i: i + batch_size], device=x.device)
-        si = torch.as_tensor(s_donor[i: i + batch_size], device=x.device)
-        out.append(model.convert(x[si], model.encode(x[zi]).mean).float().cpu())
+    generated = convert_rows(model, x, z_donor, s_donor, batch_size)
     real = _time_avg(x[torch.as_tensor(held, device=x.device)])
-    score = _classifier(seed).fit(_time_avg(torch.cat(out)), z_label).score(real, held_label)
+    score = _classifier(seed).fit(_time_avg(generated), z_label).score(real, held_label)
     base = _classifier(seed).fit(_time_avg(x[torch.as_tensor(z_donor, device=x.device)]), z_label)
     return {"vc_mcas_speaker": float(score), "vc_mcas_speaker_real": float(base.score(real, held_label)),
             "vc_mcas_speaker_chance": 1.0 / len(labels), "vc_mcas_speaker_n": len(labels)}
