@@ -12,6 +12,7 @@ from mlflow.tracking import MlflowClient
 
 from cmisweep.errors import ConfigError
 from cmisweep.sweep.cluster import check
+from cmisweep.sweep.local_cluster import alive
 from conftest import ROOT
 from helpers import cli, tiny_space
 
@@ -88,7 +89,7 @@ def test_ui_serves_the_sweeps_store_on_localhost(tmp_path):
     assert f"open http://127.0.0.1:{port}" in out
     assert len(server) >= 2  # the server and at least one worker were running
     time.sleep(0.5)
-    left = [pid for pid in server if _alive(pid)]  # nothing of the server outlives it
+    left = [pid for pid in server if alive(pid)]  # nothing of the server outlives it
     assert left == [], [open(f"/proc/{pid}/cmdline").read().replace("\0", " ") for pid in left]
     listening = open("/proc/net/tcp").read().splitlines()[1:]
     assert not [ln for ln in listening if ln.split()[3] == "0A" and int(ln.split()[1].split(":")[1], 16) == port]
@@ -111,14 +112,6 @@ def _descendants(pid: int) -> list[int]:
             out.append(c)
             todo.append(c)
     return out
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 def test_synth_speech_command(tmp_path):

@@ -13,8 +13,8 @@ from cmisweep.metrics.speaker import gender_accuracy, vc_mcas, vc_samples
 from cmisweep.models.dsae import DSAE
 
 
-@pytest.fixture(scope="module")
-def speech(tmp_path_factory):
+def _synth_speech(tmp_path_factory, name: str, **kwargs):
+    """A real espeak-ng corpus (skipped, or failed under CMISWEEP_REQUIRE_DATA, without espeak-ng)."""
     if shutil.which("espeak-ng") is None:
         if os.environ.get("CMISWEEP_REQUIRE_DATA") == "1":
             pytest.fail("espeak-ng is not installed (make system-deps)")
@@ -22,8 +22,13 @@ def speech(tmp_path_factory):
     from cmisweep.data.speech import load_speech
     from cmisweep.data.speech.synth import synth_corpus
 
-    corpus = synth_corpus(tmp_path_factory.mktemp("vc") / "speech-synth", speakers=6, utterances=3, seed=0)
-    return load_speech("speech-synth", corpus)  # 6 speakers: test has ~50 segments of each gender
+    return load_speech("speech-synth", synth_corpus(tmp_path_factory.mktemp(name) / "speech-synth", utterances=3,
+                                                    seed=0, **kwargs))
+
+
+@pytest.fixture(scope="module")
+def speech(tmp_path_factory):
+    return _synth_speech(tmp_path_factory, "vc", speakers=6)  # 6 speakers: test has ~50 segments of each gender
 
 
 def small_dsae():
@@ -110,16 +115,7 @@ def test_config_defaults_are_the_papers_and_pairs_must_fit_the_segments():
 @pytest.fixture(scope="module")
 def many_speakers(tmp_path_factory):
     """16 espeak-ng voices, half of them test speakers: 8 classes, chance 1/8."""
-    if shutil.which("espeak-ng") is None:
-        if os.environ.get("CMISWEEP_REQUIRE_DATA") == "1":
-            pytest.fail("espeak-ng is not installed (make system-deps)")
-        pytest.skip("espeak-ng is not installed")
-    from cmisweep.data.speech import load_speech
-    from cmisweep.data.speech.synth import synth_corpus
-
-    corpus = synth_corpus(tmp_path_factory.mktemp("vcs") / "speech-synth", speakers=16, utterances=3, seed=0,
-                          test_fraction=0.5)
-    return load_speech("speech-synth", corpus)
+    return _synth_speech(tmp_path_factory, "vcs", speakers=16, test_fraction=0.5)
 
 
 class VoiceInZ(torch.nn.Module):

@@ -95,7 +95,7 @@ class LocalCluster:
                 except ProcessLookupError:
                     pass
             t0 = time.time()
-            while time.time() - t0 < grace_s and any(_alive(p) for p in pids):
+            while time.time() - t0 < grace_s and any(alive(p) for p in pids):
                 time.sleep(0.3)
         self.proc.wait(timeout=10)
         if self._address_file is None:
@@ -113,7 +113,8 @@ class LocalCluster:
         self.stop()
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """The process exists and is not a zombie."""
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except OSError:
