@@ -2,6 +2,8 @@
 starts a Ray of its own (it used to join that cluster through the address file Ray leaves behind,
 and crash on a local-only option); a run with --address joins it. Real `ray start`, stopped by PID."""
 import os
+import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -99,36 +101,53 @@ def _wait_port(port: int, timeout: float = 60) -> None:
     raise AssertionError(f"nothing listens on {port}")
 
 
-@pytest.fixture
-def s3_and_mlflow(tmp_path):
+class Services:
     """An S3 API server (moto's server mode) with a bucket, and `mlflow server` (HTTP, one worker),
-    on 127.0.0.1; yields (storage URI, tracking URI, pyarrow S3 filesystem, env for the CLI)."""
-    import pyarrow.fs
+    on 127.0.0.1: `storage` and `uri` to give cmisweep, `s3` (pyarrow) and `env` for the CLI."""
 
-    s3_port, mlflow_port = _free_port(), _free_port()
-    aws = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}
-    moto = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(s3_port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri",
-                               f"sqlite:///{tmp_path / 'server.db'}", "--host", "127.0.0.1", "--port", str(mlflow_port),
-                               "--workers", "1"], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              start_new_session=True,
-                              env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
-    try:
+    def __init__(self, tmp_path):
+        import pyarrow.fs
+
+        self.tmp_path, s3_port, self.mlflow_port = tmp_path, _free_port(), _free_port()
+        self.env = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}
+        self.moto = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(s3_port)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        self.mlflow = _mlflow_server(tmp_path, self.mlflow_port, "server.db")
         _wait_port(s3_port)
-        _wait_port(mlflow_port, 90)
-        s3 = pyarrow.fs.S3FileSystem(endpoint_override=f"127.0.0.1:{s3_port}", scheme="http",
-                                     access_key="test", secret_key="test", allow_bucket_creation=True)
-        s3.create_dir("sweeps")
-        yield (f"s3://sweeps/cmisweep?endpoint_override=127.0.0.1:{s3_port}&scheme=http",
-               f"http://127.0.0.1:{mlflow_port}", s3, aws)
+        _wait_port(self.mlflow_port, 90)
+        self.s3 = pyarrow.fs.S3FileSystem(endpoint_override=f"127.0.0.1:{s3_port}", scheme="http",
+                                          access_key="test", secret_key="test", allow_bucket_creation=True)
+        self.s3.create_dir("sweeps")
+        self.storage = f"s3://sweeps/cmisweep?endpoint_override=127.0.0.1:{s3_port}&scheme=http"
+        self.uri = f"http://127.0.0.1:{self.mlflow_port}"
+
+    def mlflow_down(self, seconds: float) -> None:
+        """The tracking server goes away (killed), and comes back on the same port and store."""
+        os.killpg(self.mlflow.pid, signal.SIGKILL)
+        self.mlflow.wait()
+        time.sleep(seconds)
+        self.mlflow = _mlflow_server(self.tmp_path, self.mlflow_port, "server.db")
+        _wait_port(self.mlflow_port, 90)
+
+    def close(self) -> None:
+        for proc in (self.moto, self.mlflow):
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait(timeout=30)
+            except ProcessLookupError:
+                pass
+
+
+@pytest.fixture
+def services(tmp_path):
+    s = Services(tmp_path)
+    try:
+        yield s
     finally:
-        for proc in (moto, server):
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=30)
+        s.close()
 
 
-def test_rehearsal_on_a_local_multi_node_cluster(tmp_path, s3_and_mlflow):
+def test_rehearsal_on_a_local_multi_node_cluster(tmp_path, services):
     """The cluster path on this machine: cluster/local.yaml through `cmisweep cluster rehearse`,
     trial checkpoints on S3 (moto), tracking through `mlflow server`. The head takes no trial, the
     autoscaler starts a GPU worker node on demand and four 0.25-GPU trials share its one GPU;
@@ -139,7 +158,7 @@ def test_rehearsal_on_a_local_multi_node_cluster(tmp_path, s3_and_mlflow):
 
     import cmisweep
 
-    storage, uri, s3, aws = s3_and_mlflow
+    storage, uri, s3, aws = services.storage, services.uri, services.s3, services.env
     saved = ADDRESS_FILE.read_text() if ADDRESS_FILE.exists() else None
     space = tiny_space("rehearse", search={"presets": ["beta", "cmi"], "gamma": [0.3], "seeds": [0, 1]},
                        resources={"cpu": 0.5, "gpu": 0.25}, concurrency=4)
@@ -181,9 +200,9 @@ def _cmdline(pid: str) -> str:
         return ""
 
 
-def _mlflow_server(tmp_path, port):
+def _mlflow_server(tmp_path, port, db="down.db"):
     return subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri",
-                             f"sqlite:///{tmp_path / 'down.db'}", "--host", "127.0.0.1", "--port", str(port),
+                             f"sqlite:///{tmp_path / db}", "--host", "127.0.0.1", "--port", str(port),
                              "--workers", "1"], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True, env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
 
@@ -227,3 +246,107 @@ def test_a_tracking_server_down_for_a_while_delays_the_data_but_loses_none(tmp_p
             pass
         tracking.PENDING.pop("sweep-outage", None)
 
+
+
+def _worker_raylets() -> dict[int, str]:
+    """{pid: node id} of the raylets of the fake provider's worker nodes (the provider gives each
+    node its id through RAY_OVERRIDE_NODE_ID_FOR_TESTING, the head too: its fixed id is left out)."""
+    from ray.autoscaler._private.fake_multi_node.node_provider import FAKE_HEAD_NODE_ID
+
+    out = {}
+    for p in os.listdir("/proc"):
+        if not p.isdigit() or not _cmdline(p).split("\0")[0].endswith("/raylet"):
+            continue
+        try:
+            env = open(f"/proc/{p}/environ", "rb").read().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        ids = [e.split("=", 1)[1] for e in env if e.startswith("RAY_OVERRIDE_NODE_ID_FOR_TESTING=")]
+        if ids and ids[0] != FAKE_HEAD_NODE_ID:
+            out[int(p)] = ids[0]
+    return out
+
+
+def _wait_for(predicate, timeout: float, what: str):
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+EPOCH_LINE = re.compile(r"^\[[^]]*\] (\S+): epoch (\d+)/", re.M)
+
+
+def test_a_lost_worker_node_and_a_tracking_outage_lose_nothing(tmp_path, services):
+    """Two faults in one rehearsal. Four 0.5-GPU trials: the autoscaler starts two worker nodes.
+    (1) Once every trial has a checkpoint on S3, one node's raylet is killed and its disk (its
+    scratch directory) removed: its trials come back on the other node from their last S3
+    checkpoint, not from epoch 1. (The fake provider never replaces a lost node: its nodes stay
+    "uninitialized" with node updaters off, and the autoscaler replaces only up-to-date ones.)
+    (2) Then the MLflow server is down for 20 s while trials train, evaluate and end: the sweep goes
+    on, and at the end every epoch's metrics, the final metrics and the models are in MLflow, one
+    child run per trial."""
+    need_data("fashion-mnist")
+    import tempfile
+
+    from mlflow.tracking import MlflowClient
+
+    epochs = 10
+    trial = tiny_space()["trial"]
+    trial["train"] = {**trial["train"], "epochs": epochs}
+    space = tiny_space("faults", trial=trial, search={"presets": ["beta", "cmi"], "gamma": [0.3], "seeds": [0, 1]},
+                       resources={"cpu": 1, "gpu": 0.5}, concurrency=4, max_failures=2)
+    p = tmp_path / "faults.yaml"
+    p.write_text(yaml.safe_dump(space))
+    root = Path(__file__).resolve().parents[1]
+    log = tmp_path / "rehearse.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cmisweep", "cluster", "rehearse", str(root / "cluster" / "local.yaml"), str(p),
+         "--results", str(tmp_path / "results"), "--tracking-uri", services.uri], cwd=tmp_path,
+        stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
+        env={**os.environ, **services.env, "CMISWEEP_STORAGE": services.storage, "RAY_ADDRESS": ""})
+    try:
+        def at_epoch_2():
+            return len({n for n, e in EPOCH_LINE.findall(log.read_text()) if int(e) >= 2}) == 4
+
+        _wait_for(at_epoch_2, 300, "every trial's second epoch")
+        nodes = _worker_raylets()
+        assert len(nodes) == 2, nodes
+        pid, killed = min(nodes.items(), key=lambda kv: kv[1])
+        os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(Path(tempfile.gettempdir()) / f"cmisweep-node-{killed}", ignore_errors=True)
+        at_kill = len(log.read_text())
+        _wait_for(lambda: EPOCH_LINE.search(log.read_text(), at_kill + 1), 300, "training to go on after the kill")
+        services.mlflow_down(20)
+        proc.wait(timeout=600)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=60)
+    text = log.read_text()
+    assert proc.returncode == 0, text[-4000:]
+    # (1) the trials went on from their checkpoints (no trial printed epoch 1 again), and the
+    # killed node's trials ended on the other one
+    after = EPOCH_LINE.findall(text[at_kill:])
+    assert after and all(int(e) > 1 for _, e in after), text[at_kill:]
+    trials = pd.read_parquet(tmp_path / "results" / "faults" / "trials.parquet")
+    assert list(trials["status"]) == ["FINISHED"] * 4
+    assert set(trials["node_id"]) == set(nodes.values()) - {killed}
+    # (2) the outage hit tracking calls, which were kept and replayed: nothing is missing
+    assert "keeping calls to replay" in text
+    client = MlflowClient(services.uri)
+    runs = client.search_runs([client.get_experiment_by_name("faults").experiment_id])
+    children = [c for c in runs if c.data.tags.get("cmisweep.role") == "trial"]
+    assert len(children) == 4 and all(c.info.status == "FINISHED" for c in children)
+    assert sum(c.data.tags.get("cmisweep.recovered") == "true" for c in children) == 2  # the killed node's
+    for c in children:
+        steps = sorted(m.step for m in client.get_metric_history(c.info.run_id, "epoch"))
+        assert steps == list(range(1, epochs + 1)), (c.info.run_name, steps)
+        assert "final/test/kl_z" in c.data.metrics
+        assert any(a.path == "model" for a in client.list_artifacts(c.info.run_id))
+    parent = [r for r in runs if r.data.tags.get("cmisweep.role") == "parent"]
+    assert len(parent) == 1 and parent[0].info.status == "FINISHED"
+    assert not [q for q in os.listdir("/proc") if q.isdigit() and "cmisweep-cluster-" in _cmdline(q)]

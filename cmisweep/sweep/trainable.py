@@ -32,6 +32,19 @@ ERROR = "cmisweep/error"
 NODE = "cmisweep/node_id"  # the Ray node that evaluated the trial
 GPUS = "cmisweep/gpu_ids"  # the GPU ids Ray gave it ("" without one; "0" for four 0.25 trials on one GPU)
 STOPPED_AT = "cmisweep/stopped_at"  # the epoch (ASHA's rung) at which the scheduler stopped the trial
+_TMP = tempfile.gettempdir()  # the machine's, before a trial points tempfile at its node's scratch
+
+
+def use_node_scratch() -> Path:
+    """Point this worker's temporary files (ours, and the checkpoints Ray downloads to restore a
+    trial) at a directory of its node's own. Nodes of a real cluster share no disk; the nodes of a
+    local rehearsal (cluster/local.yaml) share this machine's, and a directory per node keeps them
+    apart, so a test can take a node's disk away with the node and see that its trials come back
+    from shared storage alone (docs/design.md, section 6)."""
+    d = Path(_TMP) / f"cmisweep-node-{ray.get_runtime_context().get_node_id()}"
+    d.mkdir(parents=True, exist_ok=True)
+    tempfile.tempdir = str(d)
+    return d
 
 
 class _StopRequested(Exception):
@@ -52,6 +65,7 @@ def make_trainable(space: SearchSpace):
         cfg = resolve(space, config).config
         if cfg.train.threads is None:
             torch.set_num_threads(max(1, int(space.resources.cpu)))
+        use_node_scratch()
         ckpt = tune.get_checkpoint()
         if ckpt is not None:
             with ckpt.as_directory() as d:
