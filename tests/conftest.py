@@ -19,7 +19,13 @@ else:
     default = ROOT.parent / "shared" / "data"
     if default.is_dir():
         os.environ["CMISWEEP_DATA"] = str(default)
-torch.set_num_threads(2)
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs 3 workers on 2 cores: one thread each, and in the processes they start, or
+    # OpenMP threads outnumber the cores and spin against each other
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(1)
+else:
+    torch.set_num_threads(2)
 
 
 def need_data(*relative: str) -> Path:

@@ -18,7 +18,9 @@ import yaml
 from conftest import need_data
 from helpers import cli, tiny_space
 
-pytestmark = pytest.mark.slow
+# one xdist worker runs these one after another: they start `ray start` clusters, which write the
+# machine's one Ray address file (each restores it), and look for their leftovers machine-wide
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray-start")]
 ADDRESS_FILE = Path("/tmp/ray/ray_current_cluster")  # where ray.init() looks for "the" cluster
 
 
@@ -147,52 +149,6 @@ def services(tmp_path):
         s.close()
 
 
-def test_rehearsal_on_a_local_multi_node_cluster(tmp_path, services):
-    """The cluster path on this machine: cluster/local.yaml through `cmisweep cluster rehearse`,
-    trial checkpoints on S3 (moto), tracking through `mlflow server`. The head takes no trial, the
-    autoscaler starts a GPU worker node on demand and four 0.25-GPU trials share its one GPU;
-    nothing of Tune's lands on the local disk; the models reach MLflow; nothing is left running."""
-    need_data("fashion-mnist")
-    import pyarrow.fs
-    from mlflow.tracking import MlflowClient
-
-    import cmisweep
-
-    storage, uri, s3, aws = services.storage, services.uri, services.s3, services.env
-    saved = ADDRESS_FILE.read_text() if ADDRESS_FILE.exists() else None
-    space = tiny_space("rehearse", search={"presets": ["beta", "cmi"], "gamma": [0.3], "seeds": [0, 1]},
-                       resources={"cpu": 0.5, "gpu": 0.25}, concurrency=4)
-    p = tmp_path / "rehearse.yaml"
-    p.write_text(yaml.safe_dump(space))
-    root = Path(__file__).resolve().parents[1]
-    r = cli("cluster", "rehearse", root / "cluster" / "local.yaml", p, "--results", tmp_path / "results",
-            "--tracking-uri", uri, cwd=tmp_path, env={**aws, "CMISWEEP_STORAGE": storage, "RAY_ADDRESS": ""},
-            timeout=900)
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
-    assert "local cluster up at 127.0.0.1:" in r.stdout and "local cluster stopped" in r.stdout
-    trials = pd.read_parquet(tmp_path / "results" / "rehearse" / "trials.parquet")
-    assert list(trials["status"]) == ["FINISHED"] * 4
-    # one worker node (not the head: its id ends in 00000) ran all four, on GPU 0
-    assert trials["node_id"].nunique() == 1 and not trials["node_id"].iloc[0].endswith("00000")
-    assert set(trials["gpu_ids"]) == {"0"}
-    # Tune's experiment and the trials' checkpoints are in the bucket, not on the local disk
-    files = [f.path for f in s3.get_file_info(pyarrow.fs.FileSelector("sweeps/cmisweep/rehearse/tune",
-                                                                       recursive=True))]
-    assert any("experiment_state" in f and f.endswith(".json") for f in files), files[:20]
-    assert sum("checkpoint_" in f and f.endswith("checkpoint.pt") for f in files) >= 4, files[:20]
-    assert not (tmp_path / "results" / "rehearse" / "tune").exists()
-    # tracked through the server: a parent, a child per trial, each child's model loads back
-    client = MlflowClient(uri)
-    runs = client.search_runs([client.get_experiment_by_name("rehearse").experiment_id])
-    children = [c for c in runs if c.data.tags.get("cmisweep.role") == "trial"]
-    assert len(children) == 4 and all(c.info.status == "FINISHED" for c in children)
-    model, cfg = cmisweep.load(children[0].info.run_id, uri)
-    assert type(model).__name__ == "PixelCNNVAE" and cfg.regularizer.knob == 0.3
-    # and nothing of the cluster is left running, Ray's address file as it was
-    assert not [p for p in os.listdir("/proc") if p.isdigit() and "cmisweep-cluster-" in _cmdline(p)]
-    assert (ADDRESS_FILE.read_text() if ADDRESS_FILE.exists() else None) == saved
-
-
 def _cmdline(pid: str) -> str:
     try:
         return open(f"/proc/{pid}/cmdline", "rb").read().decode(errors="replace")
@@ -280,29 +236,38 @@ def _wait_for(predicate, timeout: float, what: str):
 EPOCH_LINE = re.compile(r"^\[[^]]*\] (\S+): epoch (\d+)/", re.M)
 
 
-def test_a_lost_worker_node_and_a_tracking_outage_lose_nothing(tmp_path, services):
-    """Two faults in one rehearsal. Four 0.5-GPU trials: the autoscaler starts two worker nodes.
-    (1) Once every trial has a checkpoint on S3, one node's raylet is killed and its disk (its
-    scratch directory) removed: its trials come back on the other node from their last S3
-    checkpoint, not from epoch 1. (The fake provider never replaces a lost node: its nodes stay
-    "uninitialized" with node updaters off, and the autoscaler replaces only up-to-date ones.)
-    (2) Then the MLflow server is down for 20 s while trials train, evaluate and end: the sweep goes
-    on, and at the end every epoch's metrics, the final metrics and the models are in MLflow, one
-    child run per trial."""
+def test_rehearsal_with_a_lost_worker_node_and_a_tracking_outage(tmp_path, services):
+    """The cluster path on this machine, and two faults in it. cluster/local.yaml through `cmisweep
+    cluster rehearse`, trial checkpoints on S3 (moto), tracking through `mlflow server`. The head
+    takes no trial; eight 0.25-GPU trials make the autoscaler start two GPU worker nodes, four
+    trials sharing each one's GPU. (1) Once every trial has a checkpoint on S3, one node's raylet
+    is killed and its disk (its scratch directory) removed: its trials come back on the other node
+    from their last S3 checkpoint, not from epoch 1. (The fake provider never replaces a lost node:
+    its nodes stay "uninitialized" with node updaters off, and the autoscaler replaces only
+    up-to-date ones.) (2) Then the MLflow server is down for 20 s while trials train, evaluate and
+    end: the sweep goes on, and at the end every epoch's metrics, the final metrics and the models
+    are in MLflow, one child run per trial. Nothing of Tune's is on the local disk, and nothing of
+    the cluster is left running."""
     need_data("fashion-mnist")
     import tempfile
 
+    import pyarrow.fs
     from mlflow.tracking import MlflowClient
 
+    import cmisweep
+
+    saved = ADDRESS_FILE.read_text() if ADDRESS_FILE.exists() else None
     epochs = 10
     trial = tiny_space()["trial"]
     trial["train"] = {**trial["train"], "epochs": epochs}
-    space = tiny_space("faults", trial=trial, search={"presets": ["beta", "cmi"], "gamma": [0.3], "seeds": [0, 1]},
-                       resources={"cpu": 1, "gpu": 0.5}, concurrency=4, max_failures=2)
+    space = tiny_space("faults", trial=trial, search={"presets": ["beta", "cmi"], "gamma": [0.3, 0.5],
+                                                      "seeds": [0, 1]},
+                       resources={"cpu": 0.5, "gpu": 0.25}, concurrency=8, max_failures=2)
     p = tmp_path / "faults.yaml"
     p.write_text(yaml.safe_dump(space))
     root = Path(__file__).resolve().parents[1]
     log = tmp_path / "rehearse.log"
+    t0 = time.time()
     proc = subprocess.Popen(
         [sys.executable, "-m", "cmisweep", "cluster", "rehearse", str(root / "cluster" / "local.yaml"), str(p),
          "--results", str(tmp_path / "results"), "--tracking-uri", services.uri], cwd=tmp_path,
@@ -310,9 +275,9 @@ def test_a_lost_worker_node_and_a_tracking_outage_lose_nothing(tmp_path, service
         env={**os.environ, **services.env, "CMISWEEP_STORAGE": services.storage, "RAY_ADDRESS": ""})
     try:
         def at_epoch_2():
-            return len({n for n, e in EPOCH_LINE.findall(log.read_text()) if int(e) >= 2}) == 4
+            return len({n for n, e in EPOCH_LINE.findall(log.read_text()) if int(e) >= 2}) == 8
 
-        _wait_for(at_epoch_2, 300, "every trial's second epoch")
+        _wait_for(at_epoch_2, 400, "every trial's second epoch")
         nodes = _worker_raylets()
         assert len(nodes) == 2, nodes
         pid, killed = min(nodes.items(), key=lambda kv: kv[1])
@@ -326,22 +291,30 @@ def test_a_lost_worker_node_and_a_tracking_outage_lose_nothing(tmp_path, service
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(timeout=60)
+    print(f"rehearsal with two faults: {time.time() - t0:.0f} s")
     text = log.read_text()
     assert proc.returncode == 0, text[-4000:]
-    # (1) the trials went on from their checkpoints (no trial printed epoch 1 again), and the
-    # killed node's trials ended on the other one
+    assert "local cluster up at 127.0.0.1:" in text and "local cluster stopped" in text
+    # (1) the trials went on from their checkpoints (no trial printed epoch 1 again); the killed
+    # node's ended on the other one, four to a GPU there as before
     after = EPOCH_LINE.findall(text[at_kill:])
     assert after and all(int(e) > 1 for _, e in after), text[at_kill:]
     trials = pd.read_parquet(tmp_path / "results" / "faults" / "trials.parquet")
-    assert list(trials["status"]) == ["FINISHED"] * 4
-    assert set(trials["node_id"]) == set(nodes.values()) - {killed}
+    assert list(trials["status"]) == ["FINISHED"] * 8
+    assert set(trials["node_id"]) == set(nodes.values()) - {killed} and set(trials["gpu_ids"]) == {"0"}
+    # Tune's experiment and the trials' checkpoints are in the bucket, not on the local disk
+    files = [f.path for f in services.s3.get_file_info(pyarrow.fs.FileSelector("sweeps/cmisweep/faults/tune",
+                                                                                recursive=True))]
+    assert any("experiment_state" in f and f.endswith(".json") for f in files), files[:20]
+    assert sum("checkpoint_" in f and f.endswith("checkpoint.pt") for f in files) >= 8, files[:20]
+    assert not (tmp_path / "results" / "faults" / "tune").exists()
     # (2) the outage hit tracking calls, which were kept and replayed: nothing is missing
     assert "keeping calls to replay" in text
     client = MlflowClient(services.uri)
     runs = client.search_runs([client.get_experiment_by_name("faults").experiment_id])
     children = [c for c in runs if c.data.tags.get("cmisweep.role") == "trial"]
-    assert len(children) == 4 and all(c.info.status == "FINISHED" for c in children)
-    assert sum(c.data.tags.get("cmisweep.recovered") == "true" for c in children) == 2  # the killed node's
+    assert len(children) == 8 and all(c.info.status == "FINISHED" for c in children)
+    assert sum(c.data.tags.get("cmisweep.recovered") == "true" for c in children) == 4  # the killed node's
     for c in children:
         steps = sorted(m.step for m in client.get_metric_history(c.info.run_id, "epoch"))
         assert steps == list(range(1, epochs + 1)), (c.info.run_name, steps)
@@ -349,4 +322,8 @@ def test_a_lost_worker_node_and_a_tracking_outage_lose_nothing(tmp_path, service
         assert any(a.path == "model" for a in client.list_artifacts(c.info.run_id))
     parent = [r for r in runs if r.data.tags.get("cmisweep.role") == "parent"]
     assert len(parent) == 1 and parent[0].info.status == "FINISHED"
+    model, cfg = cmisweep.load(children[0].info.run_id, services.uri)  # a model back from the server
+    assert type(model).__name__ == "PixelCNNVAE" and cfg.regularizer.knob in (0.3, 0.5)
+    # and nothing of the cluster is left running, Ray's address file as it was
     assert not [q for q in os.listdir("/proc") if q.isdigit() and "cmisweep-cluster-" in _cmdline(q)]
+    assert (ADDRESS_FILE.read_text() if ADDRESS_FILE.exists() else None) == saved
