@@ -69,15 +69,32 @@ def test_identical_seeds_give_an_interval_of_zero_width():
 
 
 def test_matched_kl_reads_each_seeds_front_by_interpolation():
-    t = linear_sweep(cmi_gain=0.05)
+    t = linear_sweep(cmi_gain=0.05)  # seed s's front spans KL 2 + 0.1 s to 8 + 0.1 s
     m = matched_kl_interpolated(t, "final/aolr", levels=3)
     # every front is a line: the interpolated score is exactly 0.5 + 0.02 k (+ the gain)
     for _, r in m.iterrows():
         gain = 0.05 if r["preset"] == "cmi" else 0.0
         assert r["mean"] == pytest.approx(0.5 + 0.02 * r["kl_z"] + gain)
-        assert r["std"] == pytest.approx(0.0, abs=1e-12) and r["n_seeds"] == 3
-    # the levels stay inside every seed's range: no extrapolation
-    assert m["kl_z"].min() == pytest.approx(2.2) and m["kl_z"].max() == pytest.approx(8.0)
+        assert r["std"] == pytest.approx(0.0, abs=1e-12)
+        # each level averages only the seeds whose front covers it: no extrapolation
+        assert r["n_seeds"] == sum(2 + 0.1 * s <= r["kl_z"] + 1e-9 and r["kl_z"] <= 8 + 0.1 * s + 1e-9 for s in range(3))
+    # the levels span what at least two seeds of each preset cover
+    assert m["kl_z"].min() == pytest.approx(2.1) and m["kl_z"].max() == pytest.approx(8.1)
+    assert set(m["n_seeds"]) == {2, 3}
+
+
+def test_a_collapsed_seed_does_not_shrink_the_matched_kl_range():
+    """A seed whose z collapsed at every gamma has a front that ends near KL 0: the comparison
+    still spans the other seeds' common range, from the seeds that reach it."""
+    t = linear_sweep(cmi_gain=0.05)
+    collapsed = (t["preset"] == "cmi") & (t["seed"] == 0)
+    t.loc[collapsed, "final/test/kl_z"] = 0.001 * t.loc[collapsed, "gamma"]
+    t.loc[collapsed, "final/aolr"] = 0.1
+    m = matched_kl_interpolated(t, "final/aolr", levels=4)
+    assert m["kl_z"].min() == pytest.approx(2.2) and m["kl_z"].max() == pytest.approx(8.1)
+    cmi = m[m["preset"] == "cmi"]
+    assert (cmi["n_seeds"] == 2).all()  # seeds 1 and 2; seed 0's one point is not a curve
+    assert np.allclose(cmi["mean"], 0.55 + 0.02 * cmi["kl_z"])
 
 
 def test_holm_adjusts_within_each_baseline():

@@ -127,23 +127,31 @@ def seed_fronts(trials: pd.DataFrame, column: str) -> dict[tuple[str, int], tupl
 
 def matched_kl_interpolated(trials: pd.DataFrame, column: str, levels: int = 5) -> pd.DataFrame:
     """Each preset's score at matched KL(z): every seed's front read at common KL levels by linear
-    interpolation between its points, then mean and std over seeds. The levels span the KL range
-    that every (preset, seed) front covers, so no value is extrapolated. Rows: kl_z, preset,
-    mean, std, n_seeds; empty when fewer than two presets or no common range."""
-    fronts = seed_fronts(trials, column)
+    interpolation between its points, then mean and std over the seeds whose front covers the
+    level (never extrapolated). The levels span the KL range that at least two seeds of every
+    preset cover (every seed, for a preset with fewer): one seed whose z collapsed, a front that
+    ends at KL 0, must not shrink the comparison to a point. Rows: kl_z, preset, mean, std,
+    n_seeds; empty when fewer than two presets or no common range."""
+    # a front of one point (a seed that collapsed at every gamma) has nothing to interpolate
+    fronts = {key: f for key, f in seed_fronts(trials, column).items() if len(f[0]) >= 2}
     cols = ["kl_z", "preset", "mean", "std", "n_seeds"]
-    if len({p for p, _ in fronts}) < 2 or any(len(k) < 2 for k, _ in fronts.values()):
+    presets = sorted({p for p, _ in fronts})
+    if len(presets) < 2:
         return pd.DataFrame(columns=cols)
-    lo = max(k.min() for k, _ in fronts.values())
-    hi = min(k.max() for k, _ in fronts.values())
+    lo, hi = -np.inf, np.inf
+    for preset in presets:
+        ranges = [(k.min(), k.max()) for (p, _), (k, _s) in fronts.items() if p == preset]
+        need = min(2, len(ranges))
+        lo = max(lo, sorted(r[0] for r in ranges)[need - 1])  # the need-th lowest start
+        hi = min(hi, sorted((r[1] for r in ranges), reverse=True)[need - 1])  # the need-th highest end
     if not hi > lo:
         return pd.DataFrame(columns=cols)
     ks = np.linspace(lo, hi, levels)
     rows = []
-    for preset in sorted({p for p, _ in fronts}):
-        curves = np.array([np.interp(ks, k, s) for (p, _), (k, s) in fronts.items() if p == preset])
-        for i, k in enumerate(ks):
-            rows.append({"kl_z": float(k), "preset": preset, "mean": float(curves[:, i].mean()),
-                         "std": float(curves[:, i].std(ddof=1)) if len(curves) > 1 else np.nan,
-                         "n_seeds": len(curves)})
+    for preset in presets:
+        curves = [(k, s) for (p, _), (k, s) in fronts.items() if p == preset]
+        for k in ks:
+            vals = np.array([np.interp(k, kk, ss) for kk, ss in curves if kk.min() <= k <= kk.max()])
+            rows.append({"kl_z": float(k), "preset": preset, "mean": float(vals.mean()),
+                         "std": float(vals.std(ddof=1)) if len(vals) > 1 else np.nan, "n_seeds": len(vals)})
     return pd.DataFrame(rows, columns=cols)

@@ -65,7 +65,9 @@ def interpolated_kl_table(trials: pd.DataFrame, column: str) -> tuple[str, pd.Da
     if m.empty:
         return TABLE_METRICS[column], pd.DataFrame()
     f = factor(column)
-    cells = [f"{a * f:.4g} ± {abs(sd * f):.2g}" if np.isfinite(sd) else f"{a * f:.4g}" for a, sd in zip(m["mean"], m["std"])]
+    top = m["n_seeds"].max()  # a cell from fewer seeds (the others' fronts do not reach it) says so
+    cells = [(f"{a * f:.4g} ± {abs(sd * f):.2g}" if np.isfinite(sd) else f"{a * f:.4g}") + (f" ({n} seeds)" if n < top else "")
+             for a, sd, n in zip(m["mean"], m["std"], m["n_seeds"])]
     table = pd.DataFrame({"KL(z) (nats, test)": m["kl_z"].round(3), "preset": m["preset"], "cell": cells})
     return TABLE_METRICS[column], table.pivot(index="KL(z) (nats, test)", columns="preset", values="cell")
 
