@@ -18,9 +18,7 @@ import yaml
 from conftest import need_data
 from helpers import cli, tiny_space
 
-# one xdist worker runs these one after another: they start `ray start` clusters, which write the
-# machine's one Ray address file (each restores it), and look for their leftovers machine-wide
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray-start")]
+pytestmark = pytest.mark.slow
 ADDRESS_FILE = Path("/tmp/ray/ray_current_cluster")  # where ray.init() looks for "the" cluster
 
 
@@ -256,7 +254,6 @@ def test_rehearsal_with_a_lost_worker_node_and_a_tracking_outage(tmp_path, servi
 
     import cmisweep
 
-    saved = ADDRESS_FILE.read_text() if ADDRESS_FILE.exists() else None
     epochs = 10
     trial = tiny_space()["trial"]
     trial["train"] = {**trial["train"], "epochs": epochs}
@@ -280,7 +277,9 @@ def test_rehearsal_with_a_lost_worker_node_and_a_tracking_outage(tmp_path, servi
         _wait_for(at_epoch_2, 400, "every trial's second epoch")
         nodes = _worker_raylets()
         assert len(nodes) == 2, nodes
-        pid, killed = min(nodes.items(), key=lambda kv: kv[1])
+        # the node started last: its trials started last and are the furthest from their end (one
+        # that ends before its node's death is noticed may report from there)
+        pid, killed = max(nodes.items(), key=lambda kv: kv[1])
         os.kill(pid, signal.SIGKILL)
         shutil.rmtree(Path(tempfile.gettempdir()) / f"cmisweep-node-{killed}", ignore_errors=True)
         at_kill = len(log.read_text())
@@ -324,6 +323,5 @@ def test_rehearsal_with_a_lost_worker_node_and_a_tracking_outage(tmp_path, servi
     assert len(parent) == 1 and parent[0].info.status == "FINISHED"
     model, cfg = cmisweep.load(children[0].info.run_id, services.uri)  # a model back from the server
     assert type(model).__name__ == "PixelCNNVAE" and cfg.regularizer.knob in (0.3, 0.5)
-    # and nothing of the cluster is left running, Ray's address file as it was
+    # and nothing of the cluster is left running (its processes name its workdir)
     assert not [q for q in os.listdir("/proc") if q.isdigit() and "cmisweep-cluster-" in _cmdline(q)]
-    assert (ADDRESS_FILE.read_text() if ADDRESS_FILE.exists() else None) == saved

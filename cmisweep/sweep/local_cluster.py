@@ -2,9 +2,11 @@
 `cmisweep cluster rehearse` runs a sweep on it the way a sweep runs on cluster/gpu.yaml.
 
 The head is `RAY_FAKE_CLUSTER=1 ray start --head --block --autoscaling-config=...` in a process
-group of its own; its autoscaler starts worker nodes as local processes when trials wait. It is
+group of its own; its autoscaler starts worker nodes as local processes when trials wait. Its Ray
+temp dir is its own (under its workdir), so the address file `ray start` writes does not replace
+the machine's (/tmp/ray/ray_current_cluster, which a user's plain `ray.init()` follows). It is
 stopped by its process group and the PIDs of its session (`ray stop` would kill every Ray on the
-machine, other sweeps' included), and the address file it leaves behind is removed.
+machine, other sweeps' included).
 """
 from __future__ import annotations
 
@@ -21,9 +23,6 @@ from pathlib import Path
 import yaml
 
 from cmisweep.errors import CmisweepError
-
-ADDRESS_FILE = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"
-
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -44,7 +43,6 @@ class LocalCluster:
         cfg["provider"]["gcs_address"] = self.address
         resolved = self.workdir / "cluster.yaml"
         resolved.write_text(yaml.safe_dump(cfg))
-        self._address_file = ADDRESS_FILE.read_text() if ADDRESS_FILE.exists() else None
         ray = Path(sys.executable).parent / "ray"
         env = {**os.environ, "RAY_FAKE_CLUSTER": "1", "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled"),
                "RAY_USAGE_STATS_ENABLED": "0"}
@@ -52,7 +50,7 @@ class LocalCluster:
         self.proc = subprocess.Popen(
             [str(ray), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={self.port}",
              "--num-cpus=0", "--object-store-memory=200000000", "--include-dashboard=false",
-             "--disable-usage-stats", f"--autoscaling-config={resolved}"],
+             "--disable-usage-stats", f"--autoscaling-config={resolved}", f"--temp-dir={self.workdir / 'ray'}"],
             stdout=self.log.open("w"), stderr=subprocess.STDOUT, env=env, start_new_session=True)
         t0 = time.time()
         while time.time() - t0 < timeout:
@@ -98,10 +96,6 @@ class LocalCluster:
             while time.time() - t0 < grace_s and any(alive(p) for p in pids):
                 time.sleep(0.3)
         self.proc.wait(timeout=10)
-        if self._address_file is None:
-            ADDRESS_FILE.unlink(missing_ok=True)
-        else:
-            ADDRESS_FILE.write_text(self._address_file)
         self.proc = None
         if self._own_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
