@@ -301,6 +301,11 @@ def test_rehearsal_with_a_lost_worker_node_and_a_tracking_outage(tmp_path, servi
     trials = pd.read_parquet(tmp_path / "results" / "faults" / "trials.parquet")
     assert list(trials["status"]) == ["FINISHED"] * 8
     assert set(trials["node_id"]) == set(nodes.values()) - {killed} and set(trials["gpu_ids"]) == {"0"}
+    # each node had a scratch dir of its own: the survivor's is there, the lost node's stayed gone
+    scratch = {n: Path(tempfile.gettempdir()) / f"cmisweep-node-{n}" for n in nodes.values()}
+    assert scratch[trials["node_id"].iloc[0]].is_dir() and not scratch[killed].exists()
+    for d in scratch.values():
+        shutil.rmtree(d, ignore_errors=True)
     # Tune's experiment and the trials' checkpoints are in the bucket, not on the local disk
     files = [f.path for f in services.s3.get_file_info(pyarrow.fs.FileSelector("sweeps/cmisweep/faults/tune",
                                                                                 recursive=True))]
