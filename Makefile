@@ -27,12 +27,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[test]'
 	touch $(STAMP)
 
-# Three pytest workers (pytest-xdist) on 2 cores: the end-to-end tests spend much of their time
-# waiting on process start-ups (Ray, MLflow, Python imports); tests that share machine-wide state
-# are kept on one worker by xdist_group. TEST_WORKERS=0 runs them in one process.
+# Three pytest workers (pytest-xdist) on 2 cores, one torch thread each (tests/conftest.py): the
+# end-to-end tests also wait on process start-ups (Ray, MLflow, Python imports), which the third
+# worker fills. TEST_WORKERS=0 runs them in one process.
 TEST_WORKERS ?= 3
 test: install
-	RAY_AUTH_MODE=disabled MLFLOW_DISABLE_TELEMETRY=true $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
+	RAY_AUTH_MODE=disabled MLFLOW_DISABLE_TELEMETRY=true $(BIN)/python -m pytest -q -n $(TEST_WORKERS)
 
 data: install
 	$(BIN)/cmisweep data fetch --if-missing mnist fashion-mnist

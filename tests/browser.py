@@ -6,7 +6,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,12 +16,6 @@ import pytest
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Browser:
     def __init__(self, driver):
         self.driver = driver
@@ -31,9 +24,10 @@ class Browser:
     def current_url(self) -> str:
         return self.driver.current_url
 
-    def open(self, url: str, *expect: str, timeout: float = 30) -> str:
+    def open(self, url: str, *expect: str, timeout: float = 90) -> str:
         """Load url; wait until the page's text holds every `expect` (or, with none, stops
-        changing); return the text."""
+        changing); return the text. The waits are generous: `make test` runs this beside two other
+        pytest workers on 2 cores, and the UI's bundle then takes tens of seconds to render."""
         self.driver.get(url)
         t0, last = time.time(), None
         while time.time() - t0 < timeout:
@@ -44,7 +38,7 @@ class Browser:
             last = text
         return last or ""
 
-    def image_loaded(self, src_part: str, timeout: float = 20) -> bool:
+    def image_loaded(self, src_part: str, timeout: float = 60) -> bool:
         """An <img> whose src holds src_part has been fetched and decoded (naturalWidth > 0)."""
         t0 = time.time()
         while time.time() - t0 < timeout:

@@ -15,17 +15,12 @@ import pandas as pd
 import pytest
 import yaml
 
+from cmisweep.sweep.local_cluster import free_port
 from conftest import need_data
 from helpers import cli, tiny_space
 
 pytestmark = pytest.mark.slow
 ADDRESS_FILE = Path("/tmp/ray/ray_current_cluster")  # where ray.init() looks for "the" cluster
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _one_trial(tmp_path, name):
@@ -49,7 +44,7 @@ def _jobs(port: int) -> int:
 def test_runs_beside_and_on_a_ray_start_cluster(tmp_path):
     need_data("fashion-mnist")
     saved = ADDRESS_FILE.read_text() if ADDRESS_FILE.exists() else None
-    port = _free_port()
+    port = free_port()
     ray = Path(sys.executable).parent / "ray"
     head = subprocess.Popen([str(ray), "start", "--head", "--block", f"--port={port}", "--node-ip-address=127.0.0.1",
                              # Ray's default temp dir: the address file that ray.init() finds goes there
@@ -57,13 +52,7 @@ def test_runs_beside_and_on_a_ray_start_cluster(tmp_path):
                              "--disable-usage-stats"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True, env={**os.environ, "RAY_AUTH_MODE": "disabled"})
     try:
-        t0 = time.time()
-        while time.time() - t0 < 60:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.5)
+        _wait_port(port)
         time.sleep(2)
         env = {"RAY_ADDRESS": ""}
         beside = cli("run", _one_trial(tmp_path, "beside"), "--results", tmp_path / "results", cwd=tmp_path, env=env)
@@ -90,15 +79,16 @@ def test_runs_beside_and_on_a_ray_start_cluster(tmp_path):
             ADDRESS_FILE.write_text(saved)
 
 
+def _listens(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
 def _wait_port(port: int, timeout: float = 60) -> None:
-    t0 = time.time()
-    while time.time() - t0 < timeout:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.3)
-    raise AssertionError(f"nothing listens on {port}")
+    _wait_for(lambda: _listens(port), timeout, f"something to listen on {port}")
 
 
 class Services:
@@ -108,7 +98,7 @@ class Services:
     def __init__(self, tmp_path):
         import pyarrow.fs
 
-        self.tmp_path, s3_port, self.mlflow_port = tmp_path, _free_port(), _free_port()
+        self.tmp_path, s3_port, self.mlflow_port = tmp_path, free_port(), free_port()
         self.env = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}
         self.moto = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(s3_port)],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -170,7 +160,7 @@ def test_a_tracking_server_down_for_a_while_delays_the_data_but_loses_none(tmp_p
 
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # as the runner sets it: fail fast, keep
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
-    port = _free_port()
+    port = free_port()
     uri = f"http://127.0.0.1:{port}"
     server = _mlflow_server(tmp_path, port)
     try:

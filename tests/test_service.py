@@ -1,6 +1,5 @@
 """The service's other faces: dry-run plans, the MLflow UI, the cluster config."""
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -12,7 +11,7 @@ from mlflow.tracking import MlflowClient
 
 from cmisweep.errors import ConfigError
 from cmisweep.sweep.cluster import check
-from cmisweep.sweep.local_cluster import alive
+from cmisweep.sweep.local_cluster import alive, free_port
 from conftest import ROOT
 from helpers import cli, tiny_space
 
@@ -49,18 +48,12 @@ def test_cluster_config_matches_rays_schema(tmp_path):
         check(tmp_path / "c.yaml")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_ui_serves_the_sweeps_store_on_localhost(tmp_path):
     results = tmp_path / "results"
     results.mkdir()
     client = MlflowClient(f"sqlite:///{results / 'mlflow.db'}")
     client.create_experiment("some-sweep")
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "cmisweep", "ui", "--results", str(results), "--port", str(port)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:

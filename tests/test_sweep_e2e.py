@@ -106,7 +106,9 @@ def test_mlflow_ui_in_a_browser(finished_sweep):
     """`cmisweep ui` as a person sees it, in headless Chromium: the page it prints opens the
     experiment on its training runs (not MLflow 3's GenAI view), the parent lists its children and
     carries the headline plot, a child shows AoLR and its samples.png."""
-    from browser import chrome, free_port, serve_ui
+    from browser import chrome, serve_ui
+
+    from cmisweep.sweep.local_cluster import free_port
 
     tmp_path, r = finished_sweep
     assert r.returncode == 0, r.stderr[-2000:]
