@@ -116,10 +116,12 @@ def test_mlflow_ui_in_a_browser(finished_sweep):
     parent, child = parents[0], next(c for c in children if c.info.run_name == "cmi_g0.3_s0")
     with serve_ui("e2e", tmp_path / "results", free_port()) as page, chrome() as browser:
         experiment = page.split("?")[0]
-        body = browser.open(page, "matching runs")  # the address cmisweep ui printed
+        # the address cmisweep ui printed; the list first renders with a partial count while the
+        # children load (CI once read the page at that moment), so wait for the full one
+        body = browser.open(page, "4 matching runs")  # the parent and its 3 children
         browser.screenshot(tmp_path / "experiment.png")
         assert "/runs" in browser.current_url and "Token Usage" not in body, body[:500]
-        assert "4 matching runs" in body  # the parent and its 3 children
+        assert "4 matching runs" in body, [line for line in body.splitlines() if "matching" in line]
         body = browser.open(f"{experiment}/runs/{parent.info.run_id}?workflowType=machine_learning",
                             "Child runs", "vanilla_g0_s0", "Sweep e2e")
         assert {"cmi_g0.3_s0", "beta_g0.3_s0", "vanilla_g0_s0"} <= set(body.replace(",", " ").split()), body[:800]
