@@ -29,10 +29,12 @@ $(STAMP): pyproject.toml
 
 # Three pytest workers (pytest-xdist) on 2 cores, one torch thread each (tests/conftest.py): the
 # end-to-end tests also wait on process start-ups (Ray, MLflow, Python imports), which the third
-# worker fills. TEST_WORKERS=0 runs them in one process.
+# worker fills. The longest tests go first, one at a time to whichever worker is free
+# (--maxschedchunk 1; the order: tests/conftest.py). TEST_WORKERS=0 runs them in one process.
 TEST_WORKERS ?= 3
 test: install
-	RAY_AUTH_MODE=disabled MLFLOW_DISABLE_TELEMETRY=true $(BIN)/python -m pytest -q -n $(TEST_WORKERS)
+	RAY_AUTH_MODE=disabled MLFLOW_DISABLE_TELEMETRY=true $(BIN)/python -m pytest -q -n $(TEST_WORKERS) \
+		--maxschedchunk 1
 
 data: install
 	$(BIN)/cmisweep data fetch --if-missing mnist fashion-mnist

@@ -48,3 +48,20 @@ def fmnist_dir() -> Path:
 @pytest.fixture
 def mnist_dir() -> Path:
     return need_data("mnist")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Longest first, so that `make test`'s last minutes are not one worker alone on a long test.
+    A long test carries its cost, `@pytest.mark.slow(seconds)` (its time alone, roughly); the rest
+    keep their order after them. Under xdist (`-n N --maxschedchunk 1`) each worker is handed two
+    tests at the start, in order: the first 2N are snaked (the longest with the shortest of them)
+    so that no worker starts with two of the longest."""
+    def cost(item) -> float:
+        mark = item.get_closest_marker("slow")
+        return float(mark.args[0]) if mark is not None and mark.args else 0.0
+
+    items.sort(key=cost, reverse=True)  # stable: the cheap ones stay in file order
+    n = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+    head = items[:2 * n]
+    if n and all(cost(i) > 0 for i in head):
+        items[:2 * n] = [head[k // 2] if k % 2 == 0 else head[-1 - k // 2] for k in range(2 * n)]

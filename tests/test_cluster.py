@@ -41,6 +41,7 @@ def _jobs(port: int) -> int:
     return int(r.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow(95)
 def test_runs_beside_and_on_a_ray_start_cluster(tmp_path):
     need_data("fashion-mnist")
     saved = ADDRESS_FILE.read_text() if ADDRESS_FILE.exists() else None
@@ -151,6 +152,7 @@ def _mlflow_server(tmp_path, port, db="down.db"):
                             start_new_session=True, env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
 
 
+@pytest.mark.slow(20)
 def test_a_tracking_server_down_for_a_while_delays_the_data_but_loses_none(tmp_path, monkeypatch, capsys):
     """The sweep's tracking calls while `mlflow server` is down are kept and replayed in order when
     it is back; a server that stays down leaves them counted (the sweep then exits 5 with one line)."""
@@ -224,6 +226,7 @@ def _wait_for(predicate, timeout: float, what: str):
 EPOCH_LINE = re.compile(r"^\[[^]]*\] (\S+): epoch (\d+)/", re.M)
 
 
+@pytest.mark.slow(200)
 def test_rehearsal_with_a_lost_worker_node_and_a_tracking_outage(tmp_path, services):
     """The cluster path on this machine, and two faults in it. cluster/local.yaml through `cmisweep
     cluster rehearse`, trial checkpoints on S3 (moto), tracking through `mlflow server`. The head

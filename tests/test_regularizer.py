@@ -96,6 +96,7 @@ def test_negatives():
     assert abs(float(prior.mean())) < 0.5 and abs(float(prior.std()) - 1) < 0.2
 
 
+@pytest.mark.slow(20)
 def test_critics_estimate_known_information_on_correlated_gaussians():
     """z, s in R^d with corr(z_i, s_i) = rho: I(z;s) = -d/2 log(1 - rho^2). z is scaled by sigma,
     so q(z) = N(0, sigma^2 I) and KL(q(z)||p(z)) = d/2 (sigma^2 - 1 - log sigma^2) > 0: the paper's

@@ -39,7 +39,7 @@ def _run_and_disturb(tmp_path, space, log_name, disturb, timeout):
     return code, log.read_text()
 
 
-@pytest.mark.slow
+@pytest.mark.slow(60)
 def test_ctrl_c_stops_cleanly_and_says_how_to_resume(fmnist_dir, tmp_path):
     space = tiny_space("intr", search={"presets": ["beta", "cmi"], "gamma": [0.3], "seeds": [0]}, trial=SLOW_TRIAL)
     code, text = _run_and_disturb(tmp_path, space, "first.log", lambda proc: proc.send_signal(signal.SIGINT), 120)
@@ -72,7 +72,7 @@ def _trial_workers(session: int) -> list[int]:
     return pids
 
 
-@pytest.mark.slow
+@pytest.mark.slow(30)
 def test_killed_worker_is_retried_from_its_checkpoint(fmnist_dir, tmp_path):
     space = tiny_space("worker", search={"presets": ["cmi"], "gamma": [0.3], "seeds": [0]}, trial=SLOW_TRIAL,
                        max_failures=2)
@@ -94,7 +94,7 @@ def test_killed_worker_is_retried_from_its_checkpoint(fmnist_dir, tmp_path):
     assert [m.step for m in client.get_metric_history(children[0].info.run_id, "val/elbo")] == [1, 2, 3, 4]
 
 
-@pytest.mark.slow
+@pytest.mark.slow(60)
 def test_four_concurrent_trials_on_sqlite_with_one_diverging(fmnist_dir, tmp_path):
     """4 trials at once on the default sqlite store: no metric lost, no 'database is locked'. One
     of them (lr 10) diverges: it fails with the reason, the others finish, the exit code is 3.
@@ -132,6 +132,7 @@ def test_four_concurrent_trials_on_sqlite_with_one_diverging(fmnist_dir, tmp_pat
                                        "objective"} for k in c.data.params)
 
 
+@pytest.mark.slow(25)
 def test_same_config_and_seed_give_identical_metrics(fmnist_dir, tmp_path):
     cfg = TrialConfig.model_validate(tiny_trial(train={"epochs": 2}))
     a = run_trial(cfg, tmp_path / "a").metrics

@@ -50,6 +50,7 @@ def _check_mlflow(results, name, trials):
     return client, children
 
 
+@pytest.mark.slow(40)
 def test_tpe_sweep_without_scheduler(fmnist_dir, tmp_path):
     space = tiny_space("tpe", trial=_trial(), search={"presets": ["beta", "cmi"], "gamma": {"low": 0.1, "high": 0.9},
                                                       "seeds": [0]},
@@ -73,6 +74,7 @@ def _asha(evaluate_stopped):
             "evaluate_stopped": evaluate_stopped}
 
 
+@pytest.mark.slow(40)
 def test_tpe_sweep_with_asha_evaluates_stopped_trials(fmnist_dir, tmp_path):
     space = tiny_space("tpe-asha", trial=_trial(epochs=3, steps=4), concurrency=1, scheduler=_asha(True),
                        search={"presets": ["cmi"], "gamma": {"low": 0.0, "high": 2.0}, "seeds": [0, 1]},
@@ -100,6 +102,7 @@ def test_tpe_sweep_with_asha_evaluates_stopped_trials(fmnist_dir, tmp_path):
         assert "samples.png" in {a.path for a in client.list_artifacts(run.info.run_id)}
 
 
+@pytest.mark.slow(45)
 def test_grid_sweep_with_asha_reports_stopped_trials(fmnist_dir, tmp_path):
     """The default: a stopped trial is not evaluated, and says where it stopped; trials that reach
     the last epoch are evaluated (ASHA used to stop them at max_t, before their evaluation)."""
@@ -129,6 +132,7 @@ def test_grid_sweep_with_asha_reports_stopped_trials(fmnist_dir, tmp_path):
     assert "## Stopped early by the scheduler" in report and "KL(z)" in report
 
 
+@pytest.mark.slow(80)
 def test_nsga2_sweep_killed_then_resumed(fmnist_dir, tmp_path):
     """NSGA-II on (min KL(z), max AoLR) over alpha and gamma, 2 seeds per point, its driver killed
     mid-sweep: --resume continues the same study without proposing a point twice (beyond its seed

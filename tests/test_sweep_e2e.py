@@ -33,13 +33,27 @@ def write_space(tmp_path, space):
 
 @pytest.fixture(scope="module")
 def finished_sweep(tmp_path_factory):
-    """One small real sweep (beta, cmi and the vanilla point), shared by the tests that read it."""
+    """One small real sweep (beta, cmi and the vanilla point), shared by the tests that read it:
+    run once per session even when they land on different pytest-xdist workers (the first to ask
+    runs it under a file lock in the directory the workers share; the others wait and read it)."""
+    import json
+
+    from filelock import FileLock
+
     need_data("fashion-mnist")
-    tmp_path = tmp_path_factory.mktemp("e2e")
-    r = cli("run", write_space(tmp_path, tiny_space("e2e")), "--results", tmp_path / "results", cwd=tmp_path)
-    return tmp_path, r
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    tmp_path, done = shared / "e2e-shared", shared / "e2e-shared" / "cli.json"
+    with FileLock(str(shared / "e2e-shared.lock")):
+        if not done.exists():
+            tmp_path.mkdir(exist_ok=True)
+            r = cli("run", write_space(tmp_path, tiny_space("e2e")), "--results", tmp_path / "results", cwd=tmp_path)
+            done.write_text(json.dumps({"args": r.args, "returncode": r.returncode, "stdout": r.stdout,
+                                        "stderr": r.stderr}))
+    return tmp_path, subprocess.CompletedProcess(**json.loads(done.read_text()))
 
 
+@pytest.mark.slow(100)
 def test_grid_sweep_end_to_end(finished_sweep):
     tmp_path, r = finished_sweep
     assert r.returncode == 0, r.stderr[-3000:]
@@ -102,6 +116,7 @@ def test_grid_sweep_end_to_end(finished_sweep):
     assert pd.read_parquet(d / "trials.parquet").equals(trials)
 
 
+@pytest.mark.slow(20)
 def test_mlflow_ui_in_a_browser(finished_sweep):
     """`cmisweep ui` as a person sees it, in headless Chromium: the page it prints opens the
     experiment on its training runs (not MLflow 3's GenAI view), the parent lists its children and
@@ -147,6 +162,7 @@ def _wait_for(log, predicate, timeout=240):
     raise AssertionError(f"timed out; log:\n{text[-3000:]}")
 
 
+@pytest.mark.slow(55)
 def test_driver_killed_mid_sweep_then_resumed(fmnist_dir, tmp_path):
     """SIGKILL the driver (and the Ray it started) while trials run; --resume finishes every trial,
     without training a finished one again, with exactly one MLflow child run per trial."""
@@ -187,6 +203,7 @@ def test_driver_killed_mid_sweep_then_resumed(fmnist_dir, tmp_path):
         assert [m.step for m in client.get_metric_history(c.info.run_id, "val/elbo")] == [1, 2, 3, 4]
 
 
+@pytest.mark.slow(36)
 def test_speech_sweep_reports_speaker_metrics(tmp_path):
     """The DSAE plugs into the same trainable, tracker and reports: EER and VC-mCAS land in
     trials.parquet, the frontier has KL(z) vs EER(z)."""
