@@ -20,6 +20,9 @@ system-deps:
 	@command -v chromedriver >/dev/null && echo "chromium: $$(command -v chromium), $$(command -v chromedriver)"
 
 # torch first and pinned exactly: the CPU wheel; an open range would pull the CUDA build.
+# pip compiles the .pyc files here on purpose: with PYTHONDONTWRITEBYTECODE set (this machine sets
+# it) a --no-compile install (33 s against 74 s) made every test process compile torch again, and
+# make test twice as slow.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade pip
