@@ -66,6 +66,10 @@ def test_grid_sweep_end_to_end(finished_sweep):
                 "final/aolr", "final/aosvm", "final/mcas", "final/mcas_real", "final/ihat_paper", "final/ihat_exact"):
         assert col in trials.columns, col
     assert (trials["status"] == "FINISHED").all() and trials["final/aolr"].between(0, 1).all()
+    # the local Ray's node scratch dir went with it (one per sweep used to pile up in /tmp)
+    from cmisweep.sweep.trainable import node_scratch
+
+    assert trials["node_id"].nunique() == 1 and not node_scratch(trials["node_id"].iloc[0]).exists()
     front = pd.read_parquet(d / "frontier.parquet")
     assert set(front.columns) == {"preset", "score", "gamma", "alpha", "kl_z", "value", "n_seeds", "ref_kl_z",
                                   "ref_value"}  # ref_*: the hypervolume's reference point

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import socket
 import sys
 import time
@@ -188,7 +189,7 @@ def _execute(space, sweep_dir: Path, meta: dict, uri: str, *, resume: bool, addr
     from cmisweep.sweep.progress import Progress, summary_table
     from cmisweep.sweep.state_backup import StateBackup, repair
     from cmisweep.sweep.tracking import SweepRun, TrialLogger
-    from cmisweep.sweep.trainable import make_trainable
+    from cmisweep.sweep.trainable import make_trainable, node_scratch
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -263,7 +264,12 @@ def _execute(space, sweep_dir: Path, meta: dict, uri: str, *, resume: bool, addr
     except KeyboardInterrupt:
         interrupted = True
     finally:
+        # a Ray of our own runs its nodes here: their scratch dirs go with them (a cluster's stay
+        # with its nodes, whose later trials may restore from them)
+        ours = [n["NodeID"] for n in ray.nodes()] if address in (None, "", "local") and ray.is_initialized() else []
         ray.shutdown()
+        for node in ours:
+            shutil.rmtree(node_scratch(node), ignore_errors=True)
     wall = time.time() - t0
     frame = write_reports(sweep_dir, space, exp_dir)
     sweep_run.log_reports(sweep_dir / "reports", frame)

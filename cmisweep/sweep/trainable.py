@@ -35,13 +35,17 @@ STOPPED_AT = "cmisweep/stopped_at"  # the epoch (ASHA's rung) at which the sched
 _TMP = tempfile.gettempdir()  # the machine's, before a trial points tempfile at its node's scratch
 
 
+def node_scratch(node_id: str) -> Path:
+    return Path(_TMP) / f"cmisweep-node-{node_id}"
+
+
 def use_node_scratch() -> Path:
     """Point this worker's temporary files (ours, and the checkpoints Ray downloads to restore a
     trial) at a directory of its node's own. Nodes of a real cluster share no disk; the nodes of a
     local rehearsal (cluster/local.yaml) share this machine's, and a directory per node keeps them
     apart, so a test can take a node's disk away with the node and see that its trials come back
     from shared storage alone (docs/design.md, section 6)."""
-    d = Path(_TMP) / f"cmisweep-node-{ray.get_runtime_context().get_node_id()}"
+    d = node_scratch(ray.get_runtime_context().get_node_id())
     d.mkdir(parents=True, exist_ok=True)
     tempfile.tempdir = str(d)
     return d
