@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from cmisweep.sweep.local_cluster import free_port
+from cmisweep.sweep.trainable import node_scratch
 from conftest import need_data
 from helpers import cli, tiny_space
 
@@ -240,7 +241,6 @@ def test_rehearsal_with_a_lost_worker_node_and_a_tracking_outage(tmp_path, servi
     are in MLflow, one child run per trial. Nothing of Tune's is on the local disk, and nothing of
     the cluster is left running."""
     need_data("fashion-mnist")
-    import tempfile
 
     import pyarrow.fs
     from mlflow.tracking import MlflowClient
@@ -274,7 +274,7 @@ def test_rehearsal_with_a_lost_worker_node_and_a_tracking_outage(tmp_path, servi
         # that ends before its node's death is noticed may report from there)
         pid, killed = max(nodes.items(), key=lambda kv: kv[1])
         os.kill(pid, signal.SIGKILL)
-        shutil.rmtree(Path(tempfile.gettempdir()) / f"cmisweep-node-{killed}", ignore_errors=True)
+        shutil.rmtree(node_scratch(killed), ignore_errors=True)
         at_kill = len(log.read_text())
         _wait_for(lambda: EPOCH_LINE.search(log.read_text(), at_kill + 1), 300, "training to go on after the kill")
         services.mlflow_down(20)
@@ -295,7 +295,7 @@ def test_rehearsal_with_a_lost_worker_node_and_a_tracking_outage(tmp_path, servi
     assert list(trials["status"]) == ["FINISHED"] * 8
     assert set(trials["node_id"]) == set(nodes.values()) - {killed} and set(trials["gpu_ids"]) == {"0"}
     # each node had a scratch dir of its own: the survivor's is there, the lost node's stayed gone
-    scratch = {n: Path(tempfile.gettempdir()) / f"cmisweep-node-{n}" for n in nodes.values()}
+    scratch = {n: node_scratch(n) for n in nodes.values()}
     assert scratch[trials["node_id"].iloc[0]].is_dir() and not scratch[killed].exists()
     for d in scratch.values():
         shutil.rmtree(d, ignore_errors=True)

@@ -43,7 +43,8 @@ def finished_sweep(tmp_path_factory):
     need_data("fashion-mnist")
     base = tmp_path_factory.getbasetemp()
     shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
-    tmp_path, done = shared / "e2e-shared", shared / "e2e-shared" / "cli.json"
+    tmp_path = shared / "e2e-shared"
+    done = tmp_path / "cli.json"
     with FileLock(str(shared / "e2e-shared.lock")):
         if not done.exists():
             tmp_path.mkdir(exist_ok=True)

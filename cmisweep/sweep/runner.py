@@ -250,8 +250,8 @@ def _execute(space, sweep_dir: Path, meta: dict, uri: str, *, resume: bool, addr
                     search_alg=search.search_algorithm(space, str(sweep_dir / "optuna.db")),
                     scheduler=search.scheduler(space),
                     num_samples=search.num_samples(space), max_concurrent_trials=space.concurrency,
-                    # a finished trial's worker takes the next trial: no new process, no second
-                    # import of torch, the data set read once per worker (BENCHMARKS.md section 3)
+                    # a finished trial's worker takes the next trial: no new process and no
+                    # second import of torch, ~7 s a trial (BENCHMARKS.md section 9)
                     reuse_actors=True,
                     trial_name_creator=lambda t: name_of(t.config, t.trial_id),
                     trial_dirname_creator=lambda t: f"{name_of(t.config, t.trial_id)}_{t.trial_id}"),
