@@ -106,6 +106,9 @@ class RegularizerConfig(Strict):
     critic_lr: PosFloat | None = None  # default: 10x the VAE lr (the paper)
     critic_head: HeadChoice = "model"  # model: the paper's head
     critic_width: PosInt = 256
+    critic_precision: R.CriticPrecision = "same"
+    critic_z: R.CriticZ = "reuse"
+    critic_bn: R.CriticBN = "frozen"
     allow_weights_above_one: bool = False
 
     @model_validator(mode="before")
@@ -231,3 +234,10 @@ class TrialConfig(Strict):
     @property
     def critic_lr(self) -> float:
         return self.regularizer.critic_lr or 10.0 * self.train.lr
+
+    @property
+    def critic_training(self) -> dict:
+        """The Trainer's keyword arguments for how it trains the critics."""
+        r = self.regularizer
+        return dict(critic_lr=self.critic_lr, critic_precision=r.critic_precision, critic_z=r.critic_z,
+                    critic_bn=r.critic_bn)

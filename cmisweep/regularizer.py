@@ -37,6 +37,11 @@ Preset = Literal["vanilla", "beta", "advmi", "cmi"]
 PRESETS: tuple[str, ...] = get_args(Preset)
 MTerm = Literal["auto", "estimate", "drop"]
 CForm = Literal["paper", "exact"]
+# How the critics are trained beside the VAE (docs/design.md section 1; the defaults are the
+# paper's procedure as this project reads it, the others exist for the KL(z) ablation):
+CriticPrecision = Literal["same", "fp32", "bf16"]  # same: the VAE's training precision
+CriticZ = Literal["reuse", "resample"]  # critic steps on the VAE step's (z, s), or a fresh draw each
+CriticBN = Literal["frozen", "train", "eval"]  # the critics' BatchNorm while the VAE step reads them
 
 
 @dataclass(frozen=True)

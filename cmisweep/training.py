@@ -35,9 +35,9 @@ def resolve_device(name: str) -> torch.device:
 
 
 def autocast(device: torch.device, precision: str):
-    if precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+    """bf16: autocast; fp32: autocast off, also inside an enclosing bf16 region (the critics may
+    run in fp32 within the VAE's bf16 step)."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 def resolve_precision(precision: str, model: nn.Module, device: torch.device) -> str:
@@ -85,12 +85,17 @@ class Trainer:
         cfg: TrainConfig,
         *,
         critic_lr: float,
+        critic_precision: R.CriticPrecision = "same",
+        critic_z: R.CriticZ = "reuse",
+        critic_bn: R.CriticBN = "frozen",
         seed: int = 0,
         device: torch.device | str = "cpu",
     ):
         self.device = torch.device(device)
         self.model, self.critics, self.reg, self.cfg = model.to(self.device), critics.to(self.device), reg, cfg
         self.precision = resolve_precision(cfg.precision, model, self.device)
+        self.critic_precision = self.precision if critic_precision == "same" else critic_precision
+        self.critic_z, self.critic_bn = critic_z, critic_bn
         self.channels_last = resolve_channels_last(cfg.memory_format, model)
         if self.channels_last:  # 4-D weights only; activations follow the input's layout
             self.model.to(memory_format=torch.channels_last)
@@ -139,20 +144,36 @@ class Trainer:
         closs = None
         if self.critic_opt is not None:
             for _ in range(self.reg.critic_steps):
+                if self.critic_z == "resample":
+                    z, s = self.resample(x)
                 closs = self.critic_step(z, s)
         return parts, closs
+
+    @torch.no_grad()
+    def resample(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A fresh (z, s) ~ q(z, s | x) for a critic step (critic_z: resample), without folding
+        this extra pass into the VAE's BatchNorm statistics."""
+        with autocast(self.device, self.precision), _frozen_batchnorm(self.model):
+            z = self.model.encode(x).sample()
+            return z, self.model.local_features(x, z)
+
+    def _critic_read(self, z: torch.Tensor, s: torch.Tensor):
+        """The critics' logits inside the VAE step, in the critics' precision and BatchNorm mode."""
+        z, s = self._critic_inputs(z, s)
+        with autocast(self.device, self.critic_precision), _batchnorm_mode(self.critics, self.critic_bn):
+            return R.critic_logits(self.critics, z, s)
 
     def vae_step(self, x: torch.Tensor) -> tuple[R.ObjectiveParts, torch.Tensor, torch.Tensor]:
         """One Adam step of the VAE on -J; returns the terms and the batch's detached (z, s).
 
-        The critics only read here: no gradient to their weights, and their BatchNorm layers
-        normalize with the batch's statistics (the function Eq. 12 trains) without folding this
-        batch into the running statistics, which the critic steps alone update."""
+        The critics only read here: no gradient to their weights. By default (critic_bn: frozen)
+        their BatchNorm layers normalize with the batch's statistics (the function Eq. 12 trains)
+        without folding this batch into the running statistics, which the critic steps alone update."""
         self.critics.requires_grad_(False)
         try:
-            with autocast(self.device, self.precision), _frozen_batchnorm(self.critics):
+            with autocast(self.device, self.precision):
                 terms = self.model.elbo_terms(x)
-                m_logits, c_logits = R.critic_logits(self.critics, terms.z, terms.s)
+                m_logits, c_logits = self._critic_read(terms.z, terms.s)
                 parts = R.objective(self.reg, terms.recon, terms.kl_z, terms.kl_s, m_logits, c_logits)
             self.opt.zero_grad(set_to_none=True)
             parts.loss.backward()
@@ -161,9 +182,14 @@ class Trainer:
             self.critics.requires_grad_(True)
         return parts, terms.z.detach(), terms.s.detach()
 
+    def _critic_inputs(self, z: torch.Tensor, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """fp32 critics take fp32 inputs: the VAE's bf16 s is cast (autocast is off for them)."""
+        return (z.float(), s.float()) if self.critic_precision == "fp32" else (z, s)
+
     def critic_step(self, z: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
         """One Adam step of the critics with Eq. 12 on encodings (z, s), fresh negatives."""
-        with autocast(self.device, self.precision):
+        z, s = self._critic_inputs(z, s)
+        with autocast(self.device, self.critic_precision):
             closs = R.critic_batch_loss(self.critics, z, s, self.reg.c_form)
         self.critic_opt.zero_grad(set_to_none=True)
         closs.backward()
@@ -295,6 +321,26 @@ def _frozen_batchnorm(module: nn.Module):
     finally:
         for m in bns:
             m.track_running_stats = True
+
+
+def _batchnorm_mode(critics: nn.Module, mode: R.CriticBN):
+    """frozen: batch statistics, running statistics untouched; train: plain training mode (the batch
+    folds into the running statistics); eval: the running statistics normalize."""
+    if mode == "frozen":
+        return _frozen_batchnorm(critics)
+    if mode == "eval":
+        return _eval_mode(critics)
+    return contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def _eval_mode(module: nn.Module):
+    was = module.training
+    module.eval()
+    try:
+        yield
+    finally:
+        module.train(was)
 
 
 def _cpu_copy(state: dict) -> dict:

@@ -30,7 +30,7 @@ def measure_step(cfg, steps: int = 2) -> float:
                             cfg.regularizer.critic_width)
     bs = cfg.train.batch_size
     x = random_batch(cfg.data, bs * (steps + 1))
-    trainer = Trainer(model, reg, critics, x, x[:bs], cfg.train, critic_lr=cfg.critic_lr,
+    trainer = Trainer(model, reg, critics, x, x[:bs], cfg.train, **cfg.critic_training,
                       device=resolve_device(cfg.train.device))
     times = []
     for i in range(steps + 1):

@@ -1,0 +1,108 @@
+"""How the critics train beside the VAE (regularizer.critic_precision / critic_z / critic_bn, the
+KL(z) ablation's keys): each setting must do what it names inside a real training step."""
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from cmisweep import regularizer as R
+from cmisweep.config import TrainConfig, TrialConfig
+from cmisweep.models.critics import build_critics
+from cmisweep.models.pixelcnn import PixelCNNVAE
+from cmisweep.training import Trainer
+from helpers import synthetic_images
+
+
+def build(decoder="plain"):
+    torch.manual_seed(0)
+    model = PixelCNNVAE(z_dim=4, layers=6, maps=8, encoder_channels=8, decoder=decoder)
+    critics = build_critics(4, model.critic_spec, uses_m=False, uses_c=True, width=16)
+    x, _ = synthetic_images(32, seed=1)
+    return model, critics, x.float()
+
+
+def trainer(model, critics, x, precision="fp32", **critic):
+    cfg = TrainConfig(batch_size=32, lr=1e-3, precision=precision, memory_format="contiguous")
+    t = Trainer(copy.deepcopy(model), R.preset("cmi", 0.3), copy.deepcopy(critics), x, x, cfg,
+                critic_lr=1e-2, seed=3, **critic)
+    t.model.train()
+    t.critics.train()  # as during an epoch
+    return t
+
+
+def buffers(module):
+    return {k: v.clone() for k, v in module.state_dict().items() if "running_" in k or "num_batches" in k}
+
+
+def test_the_trial_config_carries_the_keys_to_the_trainer():
+    cfg = TrialConfig.model_validate({"regularizer": {"preset": "cmi", "knob": 0.3, "critic_precision": "fp32",
+                                                      "critic_z": "resample", "critic_bn": "eval"}})
+    model, critics, x = build()
+    t = Trainer(model, cfg.regularizer.objective, critics, x, x, TrainConfig(), **cfg.critic_training)
+    assert (t.critic_precision, t.critic_z, t.critic_bn) == ("fp32", "resample", "eval")
+
+
+@pytest.mark.parametrize("mode, folds, training", [("frozen", False, True), ("train", True, True), ("eval", False, False)])
+def test_critic_bn_sets_the_critics_batchnorm_in_the_vae_step(mode, folds, training):
+    t = trainer(*build(), critic_bn=mode)
+    seen = []
+    bn = next(m for m in t.critics.modules() if isinstance(m, nn.BatchNorm2d))
+    bn.register_forward_hook(lambda m, i, o: seen.append(m.training))
+    before = buffers(t.critics)
+    t.vae_step(t.train_x)
+    changed = any(not torch.equal(before[k], v) for k, v in buffers(t.critics).items())
+    assert changed == folds  # only "train" folds the VAE step's batch into the running statistics
+    assert seen == [training]  # "eval" normalizes with the running statistics
+    assert t.critics.training  # and the critic steps that follow train as before
+
+
+def spy_critic_inputs(t):
+    seen = []
+    original = t.critic_step
+    t.critic_step = lambda z, s: (seen.append((z.clone(), s.clone())), original(z, s))[1]
+    return seen
+
+
+@pytest.mark.parametrize("mode", ["reuse", "resample"])
+def test_critic_z_reuses_the_vae_steps_encodings_or_draws_fresh_ones(mode):
+    model, critics, x = build("he2019")
+    t = trainer(model, critics, x, critic_z=mode)
+    seen = spy_critic_inputs(t)
+    torch.manual_seed(5)
+    _, z, s = Trainer.vae_step(copy.deepcopy(t), x)  # the VAE step's own (z, s), same noise
+    torch.manual_seed(5)
+    t.train_step(x)
+    assert len(seen) == t.reg.critic_steps == 2
+    if mode == "reuse":
+        assert all(torch.equal(cz, z) and torch.equal(cs, s) for cz, cs in seen)
+    else:  # a fresh z for every critic step, from the encoder as the VAE step left it
+        assert not any(torch.equal(cz, z) for cz, _ in seen)
+        assert not torch.equal(seen[0][0], seen[1][0])
+        assert torch.equal(seen[0][1], seen[1][1])  # this model's s depends on x alone
+
+
+def test_resampling_leaves_the_decoders_batchnorm_statistics_to_the_vae_step():
+    model, critics, x = build("he2019")
+    after = {}
+    for mode in ("reuse", "resample"):
+        t = trainer(model, critics, x, critic_z=mode)
+        assert buffers(t.model)  # the he2019 decoder has BatchNorm statistics to check
+        t.train_step(x)
+        after[mode] = buffers(t.model)
+    for k, v in after["reuse"].items():
+        assert torch.equal(v, after["resample"][k]), k
+
+
+@pytest.mark.parametrize("critic_precision, expected", [("same", torch.bfloat16), ("fp32", torch.float32)])
+def test_critic_precision_runs_the_critics_apart_from_the_vae(critic_precision, expected):
+    model, critics, x = build()
+    t = trainer(model, critics, x, precision="bf16", critic_precision=critic_precision)
+    critic_dtypes, vae_dtypes = [], []
+    first_conv = next(m for m in t.critics["c"].modules() if isinstance(m, nn.Conv2d))
+    first_conv.register_forward_hook(lambda m, i, o: critic_dtypes.append(o.dtype))
+    t.model.encoder.net.register_forward_hook(lambda m, i, o: vae_dtypes.append(o.dtype))
+    t.train_step(x)
+    assert len(critic_dtypes) == 1 + t.reg.critic_steps  # the VAE step's read and each critic step
+    assert set(critic_dtypes) == {expected}
+    assert set(vae_dtypes) == {torch.bfloat16}  # the VAE stays in its own precision
