@@ -109,7 +109,7 @@ def cmd_run(args) -> int:
 def cmd_report(args) -> int:
     from cmisweep.sweep.runner import report
 
-    return report(args.sweep, results_root=args.results)
+    return report(args.sweep, results_root=args.results, against=args.against, presets=args.presets)
 
 
 def cmd_ui(args) -> int:
@@ -193,6 +193,11 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="write a sweep's reports (parquet, plots, tables) again")
     rep.add_argument("sweep", help="the sweep's name under results/, or its directory")
     rep.add_argument("--results", default="results")
+    rep.add_argument("--against", metavar="SWEEP_OR_PARQUET",
+                     help="also compare this sweep's points with another sweep's front (its directory or "
+                          "trials.parquet): reports/versus_<name>.md, .csv and plots")
+    rep.add_argument("--presets", nargs="+", metavar="PRESET",
+                     help="with --against: the other sweep's presets that make its front (default: this sweep's)")
     rep.set_defaults(func=cmd_report)
 
     u = sub.add_parser("ui", help="start the MLflow UI for a sweep's tracking store")

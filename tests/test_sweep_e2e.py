@@ -119,6 +119,20 @@ def test_grid_sweep_end_to_end(finished_sweep):
     rep = cli("report", "e2e", "--results", tmp_path / "results", cwd=tmp_path)
     assert rep.returncode == 0, rep.stderr[-2000:]
     assert pd.read_parquet(d / "trials.parquet").equals(trials)
+    # --against: this sweep's points against a front; its own beta front holds beta's point and
+    # vanilla's, so neither lies beyond it. A bad --against is one line, and writes nothing.
+    rep = cli("report", "e2e", "--results", tmp_path / "results", "--against", d / "trials.parquet",
+              "--presets", "beta", cwd=tmp_path)
+    assert rep.returncode == 0, rep.stderr[-2000:]
+    vs = pd.read_csv(d / "reports" / "versus_e2e.csv")
+    aolr = vs[vs["score"] == "AoLR"].set_index("preset")
+    assert not aolr.loc["beta", "beyond"] and not aolr.loc["vanilla", "beyond"] and "cmi" in aolr.index
+    assert (d / "reports" / "versus_e2e_aolr.png").is_file() and "beyond the front of beta" in (
+        d / "reports" / "versus_e2e.md").read_text()
+    before = (d / "trials.parquet").stat().st_mtime_ns
+    bad = cli("report", "e2e", "--results", tmp_path / "results", "--against", tmp_path / "nowhere", cwd=tmp_path)
+    assert bad.returncode == 2 and "--against" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+    assert (d / "trials.parquet").stat().st_mtime_ns == before
 
 
 @pytest.mark.slow(20)

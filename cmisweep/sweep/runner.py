@@ -302,20 +302,51 @@ def _execute(space, sweep_dir: Path, meta: dict, uri: str, *, resume: bool, addr
     return ExitCode.FAILED_TRIALS if failed else ExitCode.OK
 
 
-def report(sweep: str, results_root: str | Path = "results") -> int:
-    """`cmisweep report`: rewrite the reports of a sweep from its Tune state; log them to its parent run."""
-    from cmisweep.reports import write_reports
+def _other_trials(against: str) -> tuple[Path, object]:
+    """(path, trials) of `--against`: a trials.parquet, or a directory that holds one."""
+    import pandas as pd
+
+    p = Path(against)
+    f = p / "trials.parquet" if p.is_dir() else p
+    if not f.is_file():
+        raise ConfigError(None, "--against", f"no trials at {f} (expected a sweep directory or its trials.parquet)")
+    try:
+        trials = pd.read_parquet(f)
+    except Exception as e:  # noqa: BLE001 - any unreadable file is bad input here
+        raise ConfigError(f, "--against", f"not a parquet file of trials ({type(e).__name__}: {e})") from e
+    missing = {"preset", "gamma", "alpha", "seed", "status"} - set(trials.columns)
+    if missing:
+        raise ConfigError(f, "--against", f"not a cmisweep trials.parquet (no column {', '.join(sorted(missing))})")
+    return f, trials
+
+
+def report(sweep: str, results_root: str | Path = "results", against: str | None = None,
+           presets: list[str] | None = None) -> int:
+    """`cmisweep report`: rewrite the reports of a sweep from its Tune state; log them to its parent
+    run. against: another sweep (its directory or trials.parquet) whose front of `presets` this
+    sweep's points are compared with (cmisweep.reports.versus)."""
+    from cmisweep.reports import versus, write_reports
     from cmisweep.sweep.progress import summary_table
     from cmisweep.sweep.tracking import SweepRun
 
     d = Path(sweep) if (Path(sweep) / "sweep.json").exists() else Path(results_root) / sweep
     if not (d / "sweep.json").exists():
         raise ConfigError(None, "SWEEP", f"no sweep at {d} (expected {d / 'sweep.json'})")
+    from cmisweep.regularizer import PRESETS
+
+    bad = sorted(set(presets or []) - set(PRESETS))
+    if bad:
+        raise ConfigError(None, "--presets", f"unknown preset {', '.join(bad)}; expected some of {', '.join(PRESETS)}")
+    other = _other_trials(against) if against else None  # both checked before anything is written
     meta = json.loads((d / "sweep.json").read_text())
     space = load_space(d / "space.yaml", stored=True)
     frame = write_reports(d, space, experiment_dir(d, meta))
     print(summary_table(frame))
     print(f"reports: {d / 'reports'}, {d / 'trials.parquet'}, {d / 'frontier.parquet'}")
+    if other is not None:
+        path, trials = other
+        name = (path.parent if path.name == "trials.parquet" else path).name
+        print(f"against {name}: {versus.write(frame, trials, space.name, name, d / 'reports', presets)}")
     sweep_run = SweepRun(meta["tracking_uri"], space.tracking.experiment or space.name, meta["sweep_id"], space.name,
                          None)
     try:
