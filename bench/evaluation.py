@@ -1,6 +1,7 @@
 """Evaluation cost: a trial's evaluation against its training, and I-hat before/after batching.
 
     .venv/bin/python bench/evaluation.py [--configs quickstart fmnist-reduced speech-quick] [--epochs N] [--ihat-steps N]
+                                         [--fewer-steps 2 4]
 
 For each config (search_spaces/quickstart.yaml's trial as preset cmi, gamma 0.3;
 search_spaces/trials/fmnist-reduced.yaml): trains it (the config's epochs unless --epochs), then on
@@ -56,7 +57,7 @@ def timed(f):
     return out, time.perf_counter() - t0
 
 
-def bench(name: str, epochs: int | None, ihat_steps: int | None) -> None:
+def bench(name: str, epochs: int | None, ihat_steps: int | None, fewer_steps: tuple[int, ...] = ()) -> None:
     cfg = config(name)
     if ihat_steps:
         cfg = cfg.model_copy(update={"evaluation": cfg.evaluation.model_copy(
@@ -70,6 +71,9 @@ def bench(name: str, epochs: int | None, ihat_steps: int | None) -> None:
     _, t["val+test ELBO"] = timed(lambda: [trainer.validate(x, precision="fp32") for x in (data.val_x, data.test_x)])
     fp32 = ev.model_copy(update={"ihat": ev.ihat.model_copy(update={"precision": "fp32"})})
     runs = {"I-hat (legacy)": (fp32, True), "I-hat (ensemble fp32)": (fp32, False), "I-hat (new)": (ev, False)}
+    for f in fewer_steps:  # the issue's "fewer but larger steps": the same examples in 1/f of the steps
+        ic = ev.ihat.model_copy(update={"steps": max(1, ev.ihat.steps // f), "batch_size": ev.ihat.batch_size * f})
+        runs[f"I-hat (steps/{f}, batch x{f})"] = (ev.model_copy(update={"ihat": ic}), False)
     values = {}
     for label, (e, legacy) in runs.items():
         torch.manual_seed(cfg.seed + 7)
@@ -88,21 +92,25 @@ def bench(name: str, epochs: int | None, ihat_steps: int | None) -> None:
     print(f"training                 {t_train:8.1f} s")
     for k, v in t.items():
         print(f"{k:24} {v:8.1f} s")
+    variants = tuple(k for k in t if k.startswith("I-hat (steps/"))
     others = ("I-hat (legacy)", "I-hat (ensemble fp32)")
-    eval_new = sum(v for k, v in t.items() if k not in others)
-    eval_old = sum(v for k, v in t.items() if k not in ("I-hat (new)", "I-hat (ensemble fp32)"))
+    eval_new = sum(v for k, v in t.items() if k not in others + variants)
+    eval_old = sum(v for k, v in t.items() if k not in ("I-hat (new)", "I-hat (ensemble fp32)") + variants)
     print(f"I-hat new (ihat.precision {ev.ihat.precision}: {'bf16' if bf16_native(data.val_x.device) else 'fp32'} here)"
           f" {t['I-hat (legacy)'] / t['I-hat (new)']:.2f} x legacy;"
           f" ensemble fp32 {t['I-hat (legacy)'] / t['I-hat (ensemble fp32)']:.2f} x legacy")
     print(f"evaluation / training    {eval_new / t_train:8.2f} (new)   {eval_old / t_train:.2f} (legacy)")
+    for k in variants:
+        print(f"{k}: {t['I-hat (legacy)'] / t[k]:.2f} x legacy, evaluation / training "
+              f"{(eval_new - t['I-hat (new)'] + t[k]) / t_train:.2f}")
     old = values["I-hat (legacy)"]
     print(f"{'metric':16} {'legacy mean':>11} {'std':>6}   " + "   ".join(
-        f"{lab[7:-1]:>14} {'std':>6} {'|d|/std':>7}" for lab in others[1:] + ("I-hat (new)",)))
+        f"{lab[7:-1]:>17} {'std':>6} {'|d|/std':>7}" for lab in others[1:] + ("I-hat (new)",) + variants))
     for k in NAMES:
         row = f"{k:16} {old[k]:11.3f} {old[k + '_std']:6.3f}   "
-        for lab in others[1:] + ("I-hat (new)",):
+        for lab in others[1:] + ("I-hat (new)",) + variants:
             v = values[lab]
-            row += f"{v[k]:14.3f} {v[k + '_std']:6.3f} {abs(v[k] - old[k]) / max(old[k + '_std'], 1e-9):7.2f}   "
+            row += f"{v[k]:17.3f} {v[k + '_std']:6.3f} {abs(v[k] - old[k]) / max(old[k + '_std'], 1e-9):7.2f}   "
         print(row)
 
 
@@ -111,10 +119,12 @@ def main() -> None:
     ap.add_argument("--configs", nargs="+", default=["quickstart", "fmnist-reduced", "speech-quick"])
     ap.add_argument("--epochs", type=int, default=None, help="train epochs (default: the config's)")
     ap.add_argument("--ihat-steps", type=int, default=None, help="critic steps (default: the config's)")
+    ap.add_argument("--fewer-steps", type=int, nargs="*", default=[], metavar="F",
+                    help="also time I-hat with 1/F of the steps at F x the batch (the same examples seen)")
     args = ap.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     for name in args.configs:
-        bench(name, args.epochs, args.ihat_steps)
+        bench(name, args.epochs, args.ihat_steps, tuple(args.fewer_steps))
 
 
 if __name__ == "__main__":
