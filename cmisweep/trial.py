@@ -43,7 +43,7 @@ def build_trainer(cfg: TrialConfig, data=None) -> tuple[Trainer, object]:
     critics = build_critics(model.z_dim, model.critic_spec, reg.uses_m, reg.uses_c,
                             cfg.regularizer.critic_head, cfg.regularizer.critic_width)
     trainer = Trainer(model, reg, critics, data.train_x, data.val_x, cfg.train,
-                      critic_lr=cfg.critic_lr, seed=cfg.seed, device=device)
+                      **cfg.critic_training, seed=cfg.seed, device=device)
     return trainer, data
 
 

@@ -1,6 +1,7 @@
 """How the critics train beside the VAE (regularizer.critic_precision / critic_z / critic_bn, the
 KL(z) ablation's keys): each setting must do what it names inside a real training step."""
 import copy
+from pathlib import Path
 
 import pytest
 import torch
@@ -35,12 +36,27 @@ def buffers(module):
     return {k: v.clone() for k, v in module.state_dict().items() if "running_" in k or "num_batches" in k}
 
 
-def test_the_trial_config_carries_the_keys_to_the_trainer():
-    cfg = TrialConfig.model_validate({"regularizer": {"preset": "cmi", "knob": 0.3, "critic_precision": "fp32",
-                                                      "critic_z": "resample", "critic_bn": "eval"}})
-    model, critics, x = build()
-    t = Trainer(model, cfg.regularizer.objective, critics, x, x, TrainConfig(), **cfg.critic_training)
-    assert (t.critic_precision, t.critic_z, t.critic_bn) == ("fp32", "resample", "eval")
+def test_the_shipped_space_carries_the_keys_to_each_trials_trainer():
+    """From the ablation space's YAML through the sweep's points and trial configs to the Trainer a
+    worker builds (trial.build_trainer): each grid point's settings reach the critic steps."""
+    from types import SimpleNamespace
+
+    from cmisweep.sweep.space import grid_points, load_space, trial_config
+    from cmisweep.trial import build_trainer
+
+    space = load_space(Path(__file__).parents[1] / "search_spaces" / "fmnist-kl-ablation-critics.yaml")
+    x, _ = synthetic_images(8, seed=1)
+    data = SimpleNamespace(train_x=x.float(), val_x=x.float())
+    points, threads = grid_points(space), torch.get_num_threads()  # build_trainer sets the trial's thread count
+    for point in points:
+        t, _ = build_trainer(trial_config(space, point), data)
+        p = point["params"]
+        precision = t.precision if p["regularizer.critic_precision"] == "same" else p["regularizer.critic_precision"]
+        assert (t.critic_precision, t.critic_z, t.critic_bn) == (
+            precision, p["regularizer.critic_z"], p["regularizer.critic_bn"])
+        assert t.critic_opt.param_groups[0]["lr"] == 1e-3
+    torch.set_num_threads(threads)
+    assert len(points) == 8
 
 
 @pytest.mark.parametrize("mode, folds, training", [("frozen", False, True), ("train", True, True), ("eval", False, False)])

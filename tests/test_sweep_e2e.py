@@ -121,8 +121,8 @@ def test_grid_sweep_end_to_end(finished_sweep):
     assert pd.read_parquet(d / "trials.parquet").equals(trials)
     # --against: this sweep's points against a front; its own beta front holds beta's point and
     # vanilla's, so neither lies beyond it. A bad --against is one line, and writes nothing.
-    rep = cli("report", "e2e", "--results", tmp_path / "results", "--against", d / "trials.parquet",
-              "--presets", "beta", cwd=tmp_path)
+    # (the sweep named by its directory, relative to the working directory, not under --results)
+    rep = cli("report", "results/e2e", "--against", d / "trials.parquet", "--presets", "beta", cwd=tmp_path)
     assert rep.returncode == 0, rep.stderr[-2000:]
     vs = pd.read_csv(d / "reports" / "versus_e2e.csv")
     aolr = vs[vs["score"] == "AoLR"].set_index("preset")

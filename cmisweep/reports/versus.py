@@ -125,7 +125,7 @@ def plot(trials: pd.DataFrame, other: pd.DataFrame, points: pd.DataFrame, column
                         color="tab:red")
     ax.set_xlabel("KL(z) (test, nats; seed means)")
     ax.set_ylabel(label)
-    ax.set_title(f"{name} against {other_name}'s front (labels: gamma or gamma/alpha)", fontsize=8)
+    ax.set_title(f"{name}\nagainst {other_name}'s front (labels: gamma or gamma/alpha)", fontsize=8)
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()

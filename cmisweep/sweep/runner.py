@@ -329,7 +329,8 @@ def report(sweep: str, results_root: str | Path = "results", against: str | None
     from cmisweep.sweep.progress import summary_table
     from cmisweep.sweep.tracking import SweepRun
 
-    d = Path(sweep) if (Path(sweep) / "sweep.json").exists() else Path(results_root) / sweep
+    # a path (it has a separator or exists) names the directory; a bare name is looked up under results/
+    d = Path(sweep) if ("/" in sweep or Path(sweep).is_dir()) else Path(results_root) / sweep
     if not (d / "sweep.json").exists():
         raise ConfigError(None, "SWEEP", f"no sweep at {d} (expected {d / 'sweep.json'})")
     from cmisweep.regularizer import PRESETS
