@@ -129,6 +129,9 @@ def test_grid_sweep_end_to_end(finished_sweep):
     assert not aolr.loc["beta", "beyond"] and not aolr.loc["vanilla", "beyond"] and "cmi" in aolr.index
     assert (d / "reports" / "versus_e2e_aolr.png").is_file() and "beyond the front of beta" in (
         d / "reports" / "versus_e2e.md").read_text()
+    # a directory that is not a sweep is named as given, not looked up under --results
+    miss = cli("report", "results/nowhere", cwd=tmp_path)
+    assert miss.returncode == 2 and "no sweep at results/nowhere " in miss.stderr, miss.stderr
     before = (d / "trials.parquet").stat().st_mtime_ns
     bad = cli("report", "e2e", "--results", tmp_path / "results", "--against", tmp_path / "nowhere", cwd=tmp_path)
     assert bad.returncode == 2 and "--against" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
