@@ -8,8 +8,9 @@ import pytest
 from cmisweep.reports import markdown
 from cmisweep.reports.claims import judge
 from cmisweep.reports.frontier import frontier, matched_kl_interpolated
-from cmisweep.reports.hypervolume import hypervolume, hypervolumes, reference_point, with_reference
+from cmisweep.reports.hypervolume import hypervolume, hypervolumes, reference_point, robustness, with_reference
 from cmisweep.reports.tables import paired_tests
+from cmisweep.reports.trials import prepare
 
 
 def row(preset, gamma, seed, kl, aolr, **more):
@@ -45,27 +46,47 @@ def test_hypervolume_is_the_dominated_area():
 
 
 def test_hypervolumes_rank_the_better_front_and_store_the_reference():
-    t = linear_sweep(cmi_gain=0.05, noise=0.01)
-    hv = hypervolumes(t, n_boot=100).set_index(["preset", "score"])
+    t = linear_sweep(cmi_gain=0.05, noise=0.01, seeds=range(5))
+    hv = hypervolumes(t, kl_cap=20.0, n_boot=100).set_index(["preset", "score"])
     cmi, beta = hv.loc[("cmi", "AoLR")], hv.loc[("beta", "AoLR")]
     assert cmi["hypervolume"] > beta["hypervolume"]
     for r in (cmi, beta):
-        # the seeds differ (noise, KL offsets): resampling them moves the hypervolume
-        assert r["ci_low"] <= r["hypervolume"] <= r["ci_high"] and r["ci_high"] > r["ci_low"] and r["n_seeds"] == 3
-    ref = reference_point(t, "final/aolr")
-    assert ref[0] > t["final/test/kl_z"].max() and ref[1] < t["final/aolr"].min()
+        # 5 seeds: 126 distinct resamples, enough for an interval; the seeds differ, so it has width
+        assert r["resamples"] == 126 and r["n_seeds"] == 5
+        assert r["ci_low"] <= r["hypervolume"] <= r["ci_high"] and r["ci_high"] > r["ci_low"]
+    ref = reference_point("final/aolr", 20.0)
+    assert ref == (20.0, 0.1)  # the cap and chance (ten classes): stated, not read from the data
     assert (cmi["ref_kl_z"], cmi["ref_value"]) == pytest.approx(ref)
-    front = with_reference(frontier(t), hypervolumes(t, n_boot=10))
+    front = with_reference(frontier(t), hypervolumes(t, kl_cap=20.0, n_boot=10))
     aolr = front[front["score"] == "AoLR"]
     assert len(aolr) and np.allclose(aolr[["ref_kl_z", "ref_value"]].to_numpy(), ref)
 
 
+def test_three_seeds_get_no_bootstrap_interval():
+    hv = hypervolumes(linear_sweep(noise=0.01), kl_cap=20.0, n_boot=50)
+    assert (hv["resamples"] == 10).all() and hv["ci_low"].isna().all() and hv["ci_high"].isna().all()
+
+
 def test_identical_seeds_give_an_interval_of_zero_width():
-    t = linear_sweep(noise=0.0)
+    t = linear_sweep(noise=0.0, seeds=range(5))
     kl = 10.0 - 10.0 * t["gamma"]
     t = t.assign(**{"final/test/kl_z": kl, "final/aolr": 0.5 + 0.02 * kl})  # the seeds agree exactly
-    hv = hypervolumes(t, n_boot=50)
+    hv = hypervolumes(t, kl_cap=20.0, n_boot=50)
     assert np.allclose(hv["ci_low"], hv["hypervolume"]) and np.allclose(hv["ci_high"], hv["hypervolume"])
+
+
+def test_robustness_ranks_over_a_grid_of_references():
+    """beta's front is higher at large KL, cmi's at small KL: a reference far out in KL(z) favours
+    beta, a demanding score reference near cmi's level flips it; the grid shows both."""
+    t = linear_sweep(cmi_gain=0.0)
+    beta = t["preset"] == "beta"
+    t.loc[beta, "final/test/kl_z"] = t.loc[beta, "final/test/kl_z"] + 8  # beta: same scores at more KL
+    t.loc[beta, "final/aolr"] = t.loc[beta, "final/aolr"] + 0.2
+    r = robustness(t, kl_cap=20.0)
+    aolr = r[r["score"] == "AoLR"]
+    assert len(aolr) == 12 and set(aolr["ref_kl_z"]) == {10.0, 20.0, 40.0}
+    firsts = {row["ranking"].split(" ")[0] for _, row in aolr.iterrows()}
+    assert firsts == {"beta", "cmi"}
 
 
 def test_matched_kl_reads_each_seeds_front_by_interpolation():
@@ -97,36 +118,41 @@ def test_a_collapsed_seed_does_not_shrink_the_matched_kl_range():
     assert np.allclose(cmi["mean"], 0.55 + 0.02 * cmi["kl_z"])
 
 
-def test_holm_adjusts_within_each_baseline():
-    t = linear_sweep(cmi_gain=0.05, noise=0.005)
-    tests = paired_tests(t)
-    tested = tests.dropna(subset=["p"])
-    assert len(tested) >= 3 and (tested["p_holm"] >= tested["p"] - 1e-15).all()
-    for _, g in tested.groupby("baseline"):
-        m = len(g)
-        assert g["p_holm"].min() == pytest.approx(min(1.0, m * g["p"].min()), rel=1e-9, abs=0)
+def test_holm_adjusts_over_the_family():
+    t = linear_sweep(cmi_gain=0.05, noise=0.005, seeds=range(10))
+    claims = judge(prepare(t))
+    assert len(claims) == 4  # I-hat, AoLR, mCAS, KL(z) ratio against beta: the default family
+    ordered = claims.sort_values("p")
+    m = len(claims)
+    assert ordered["p_holm"].iloc[0] == pytest.approx(min(1.0, m * ordered["p"].iloc[0]))
+    assert (claims["p_holm"] >= claims["p"] - 1e-15).all()
 
 
-@pytest.mark.parametrize("gain, expected", [(0.05, "reproduced"), (-0.05, "not reproduced"), (0.0, "inconclusive")])
+@pytest.mark.parametrize("gain, expected", [(0.05, "reproduced"), (-0.05, "contradicted"), (0.0, "inconclusive")])
 def test_claims_follow_the_data(gain, expected):
-    """cmi's AoLR shifted by `gain` and its I-hat by -10 gain against beta, with small noise;
-    mCAS is noise alone (inconclusive either way)."""
-    t = linear_sweep(cmi_gain=gain, noise=0.005)
-    claims = judge(paired_tests(t)).set_index("claim")
+    """cmi's AoLR shifted by `gain` and its I-hat by -10 gain against beta over 10 seeds, with
+    small noise; mCAS alternates +-0.01 over the gammas (no effect per seed)."""
+    t = linear_sweep(cmi_gain=gain, noise=0.005, seeds=range(10))
+    claims = judge(prepare(t)).set_index("claim")
     assert claims.loc["higher AoLR at the same gamma", "verdict"] == expected
     assert claims.loc["lower I-hat(z;s)", "verdict"] == expected
     assert claims.loc["higher mCAS at the same gamma", "verdict"] == "inconclusive"
     assert "lower EER(z)" not in claims.index  # not measured by an image sweep
     if gain:
-        assert np.sign(claims.loc["higher AoLR at the same gamma", "mean_diff"]) == np.sign(gain)
-        assert abs(claims.loc["higher AoLR at the same gamma", "d_z"]) > 1
+        assert np.sign(claims.loc["higher AoLR at the same gamma", "estimate"]) == np.sign(gain)
+        lo, hi = claims.loc["higher AoLR at the same gamma", ["ci_low", "ci_high"]]
+        assert lo < gain < hi and np.sign(lo) == np.sign(hi)
 
 
-def test_report_has_the_claims_hypervolume_and_interpolated_sections():
-    t = linear_sweep(cmi_gain=0.05, noise=0.005)
-    hv, tests = hypervolumes(t, n_boot=20), paired_tests(t)
-    md = markdown("t", t, with_reference(frontier(t), hv), tests, [], None, hv, judge(tests))
-    for heading in ("## Claims of the paper", "## Hypervolume of each front",
-                    "## AoLR (accuracy, fraction) at matched KL(z), interpolated", "p_holm"):
+def test_report_has_the_collapse_claims_hypervolume_and_interpolated_sections():
+    t = prepare(linear_sweep(cmi_gain=0.05, noise=0.005))
+    hv = hypervolumes(t, kl_cap=20.0, n_boot=20)
+    tables = {"hypervolume": hv, "hypervolume_robustness": robustness(t, 20.0), "paired_tests": paired_tests(t),
+              "claims": judge(t)}
+    from cmisweep.reports import collapse
+    tables |= {"collapse": collapse.rates(t), "collapse_tests": collapse.mcnemar(t)}
+    md = markdown("t", t, with_reference(frontier(t), hv), tables, [])
+    for heading in ("## Collapse", "## Claims of the paper", "## Hypervolume of each front",
+                    "## AoLR (accuracy, fraction) at matched KL(z), interpolated", "p_holm", "undecidable at n = 3"):
         assert heading in md, heading
-    assert md.index("## Claims of the paper") < md.index("## Hypervolume")
+    assert md.index("## Collapse") < md.index("## Claims of the paper") < md.index("## Hypervolume")

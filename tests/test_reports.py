@@ -39,8 +39,8 @@ def test_tables_use_the_papers_units_and_signs():
     assert t["final/test/elbo"].lt(0).all()  # the frame itself is untouched
     tests = paired_tests(t).set_index("metric")
     # cmi's ELBO is 4 nats higher: its -ELBO is 4 nats lower; its EER 5 points lower
-    assert tests.loc["-ELBO (nats, test)", "mean_diff"] == pytest.approx(-4.0)
-    assert tests.loc["EER(z) [%]", "mean_diff"] == pytest.approx(-5.0)
+    assert tests.loc["-ELBO (nats, test)", "estimate"] == pytest.approx(-4.0)
+    assert tests.loc["EER(z) [%]", "mean_diff_pairs"] == pytest.approx(-5.0)
 
 
 def test_report_states_units_and_matched_kl_is_in_them():
@@ -49,7 +49,7 @@ def test_report_states_units_and_matched_kl_is_in_them():
     assert front.loc[front["score"] == "EER(z)", "value"].between(0, 1).all()  # frontier.parquet keeps fractions
     label, m = matched_kl_table(front, "EER(z)")
     assert label == "EER(z) [%]" and m.stack().between(5, 30).all()
-    md = markdown("t", t, front, paired_tests(t), [])
+    md = markdown("t", t, front, {"paired_tests": paired_tests(t)}, [])
     assert UNITS_NOTE in md and "percent" in UNITS_NOTE and "fractions in [0, 1]" in UNITS_NOTE
     for heading in ("## -ELBO (nats, test) (mean", "## EER(z) [%] (mean", "## VC-mCAS [%] (mean",
                     "## KL(z) (nats, test) (mean", "## EER(z) [%] at matched KL(z)", "## AoLR (accuracy, fraction)"):

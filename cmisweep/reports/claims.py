@@ -1,50 +1,142 @@
-"""The paper's claims, judged on a sweep's paired tests (docs/design.md section 5).
+"""The paper's claims, judged with the seed as the unit (docs/design.md 5.2).
 
-Each claim is a metric and the direction CMI-VAE moves it against a baseline at the same gamma
-and seed (the paper's App. 6.1 pairing):
-  Table 1  lower I-hat(z;s) (the paper's critic head and form)
-  Fig. 3   higher AoLR, higher mCAS
-  Table 2  lower EER(z), higher EER(s)
-Verdict per claim and baseline, on the Holm-adjusted p-value of the paired t-test (the family:
-every metric tested against that baseline):
-  reproduced      p_holm < ALPHA and the mean difference in the claimed direction
-  not reproduced  p_holm < ALPHA and the difference the other way
-  inconclusive    otherwise (at this budget: seeds, epochs, model size)
-The effect size is the mean paired difference in the report's units and Cohen's d_z (the mean
-difference over the standard deviation of the differences).
+The family is every (claim, baseline) the space's `analysis.family` declares, each CMI variant a
+member of its own; a sweep that declared none is judged on every paper claim it measured against
+every baseline it ran, labelled post hoc. Holm's correction runs over the family. Per member:
+- the per-seed mean paired difference (CMI minus baseline, the report's units), its exact
+  sign-flip p and the inverted test's 95% interval; for Table 5's equivalence claim, the relative
+  KL(z) gap and its TOST (two one-sided sign-flip tests against the margin) with a 90% interval;
+- the smallest p the design can reach, and the verdict (cmisweep.vocabulary.Verdict): undecidable
+  at n when even that p would not pass Holm, reproduced / contradicted when the Holm-adjusted p is
+  below alpha (by the direction), inconclusive otherwise; not evaluated when a trial of the cells
+  lacks the metric;
+- power: the minimum detectable effect at n and the seeds a declared smallest effect needs;
+- collapses on either side and, labelled conditional, the estimate without the collapsed pairs
+  (conditional on an outcome of the treatment, so it favours the preset that collapses more).
 """
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
+from statsmodels.stats.multitest import multipletests
 
-from cmisweep.reports.tables import TABLE_METRICS
+from cmisweep.analysis import CLAIMS, DEFAULT_MARGIN, Analysis, FamilyClaim
+from cmisweep.reports import inference as inf
+from cmisweep.reports.pairing import comparisons, missing, pair_values, per_seed
+from cmisweep.reports.trials import evaluated
+from cmisweep.vocabulary import Verdict, label
 
-ALPHA = 0.05
-# (source in the paper, claim, stored column, sign of CMI minus baseline that the paper reports)
-CLAIMS = [
-    ("Table 1", "lower I-hat(z;s)", "final/ihat_paper", -1),
-    ("Fig. 3", "higher AoLR at the same gamma", "final/aolr", +1),
-    ("Fig. 3", "higher mCAS at the same gamma", "final/mcas", +1),
-    ("Table 2", "lower EER(z)", "final/eer_z", -1),
-    ("Table 2", "higher EER(s)", "final/eer_s", +1),
-]
-COLUMNS = ["source", "claim", "baseline", "verdict", "mean_diff", "d_z", "p", "p_holm", "n_pairs"]
-
-
-def verdict(mean_diff: float, p_holm: float, sign: int) -> str:
-    if not p_holm < ALPHA:  # NaN (no spread, too few pairs) is inconclusive too
-        return "inconclusive"
-    return "reproduced" if mean_diff * sign > 0 else "not reproduced"
+COLUMNS = ["source", "claim", "comparison", "baseline", "family", "test", "unit", "n_seeds", "n_pairs", "estimate",
+           "ci_low", "ci_high", "ci_level", "p", "p_min", "p_holm", "verdict", "sd_seed", "mde", "sesoi",
+           "seeds_needed", "collapsed_ref", "collapsed_base", "estimate_no_collapse", "n_pairs_no_collapse", "units"]
+SIGN_FLIP = "exact sign-flip test of the per-seed mean difference"
+TOST = "TOST: two one-sided sign-flip tests against the margin"
 
 
-def judge(tests: pd.DataFrame) -> pd.DataFrame:
-    """One row per claim the sweep measured and baseline it ran, from paired_tests' frame."""
-    rows = []
-    if tests.empty:
+def family(trials: pd.DataFrame, analysis: Analysis | None) -> tuple[list[FamilyClaim], str]:
+    """The claims Holm runs over and how they were chosen: declared, post hoc, or (none declared)
+    every paper claim measured against every baseline run, post hoc."""
+    if analysis is not None and analysis.family:
+        return list(analysis.family), "post hoc" if analysis.post_hoc else "declared"
+    t = evaluated(trials)
+    baselines = sorted(set(t["preset"]) - {"cmi", "vanilla"}) if len(t) else []
+    out = [FamilyClaim(claim=name, baseline=b) for name, spec in CLAIMS.items() for b in baselines
+           if spec.column in t and t[spec.column].notna().any() and (spec.sign != 0 or b == "beta")]
+    return out, "post hoc: no family was declared before the run"
+
+
+def _member(fc: FamilyClaim, variant: str, pairs: pd.DataFrame, how: str, alpha: float) -> dict:
+    spec = CLAIMS[fc.claim]
+    equivalence = spec.sign == 0
+    values = pair_values(pairs, spec.column, ratio=equivalence)
+    d = per_seed(values)
+    n = len(d)
+    margin = (fc.margin or DEFAULT_MARGIN) if equivalence else None
+    row = {"source": spec.source, "claim": spec.text + (f" (±{margin:.0%})" if equivalence else ""),
+           "comparison": variant, "baseline": fc.baseline, "family": how, "test": TOST if equivalence else SIGN_FLIP,
+           "unit": "seed", "_key": fc.claim, "n_seeds": n, "n_pairs": len(values), "sesoi": fc.sesoi,
+           "units": "KL(z) ratio - 1 (fraction)" if equivalence else label(spec.column),
+           "collapsed_ref": int(values["collapsed_ref"].sum()), "collapsed_base": int(values["collapsed_base"].sum())}
+    if n == 0 or missing(pairs, spec.column):
+        return row | {"verdict": Verdict.NOT_EVALUATED.value, "p": np.nan, "p_min": np.nan}
+    est = float(d.mean())
+    if equivalence:
+        if abs(est) <= margin:  # evidence for the claim: inside the margin on both sides
+            p = max(inf.sign_flip_p(d + margin, "greater"), inf.sign_flip_p(d - margin, "less"))
+        else:  # evidence against it: beyond the margin on the side observed
+            p = inf.sign_flip_p(d + margin, "less") if est < 0 else inf.sign_flip_p(d - margin, "greater")
+        p_min, level = inf.smallest_p(n, two_sided=False), 1 - 2 * alpha
+    else:
+        p, p_min, level = inf.sign_flip_p(d), inf.smallest_p(n), 1 - alpha
+    lo, hi = inf.sign_flip_ci(d, level)
+    kept = values[~values["collapsed_ref"] & ~values["collapsed_base"]]
+    return row | {"estimate": est, "ci_low": lo, "ci_high": hi, "ci_level": level, "p": p, "p_min": p_min,
+                  "sd_seed": float(d.std(ddof=1)) if n > 1 else np.nan,
+                  "_sd_upper": inf.seed_sd_upper(d), "_inside": abs(est) <= margin if equivalence else None,
+                  "estimate_no_collapse": float(per_seed(kept).mean()) if len(kept) else np.nan,
+                  "n_pairs_no_collapse": len(kept)}
+
+
+def _holm(p: pd.Series) -> pd.Series:
+    out = pd.Series(np.nan, index=p.index)
+    ok = p.notna()
+    if ok.any():
+        out[ok] = multipletests(p[ok].to_numpy(), method="holm")[1]
+    return out
+
+
+def judge(trials: pd.DataFrame, analysis: Analysis | None = None) -> pd.DataFrame:
+    """One row per member of the family: CMI variant x (claim, baseline)."""
+    alpha = analysis.alpha if analysis else 0.05
+    power = analysis.power if analysis else 0.8
+    members, how = family(trials, analysis)
+    by_base: dict[str, list] = {}
+    for c in comparisons(trials):
+        by_base.setdefault(c.baseline, []).append(c)
+    rows = [_member(fc, c.variant, c.pairs, how, alpha) for fc in members for c in by_base.get(fc.baseline, [])]
+    if not rows:
         return pd.DataFrame(columns=COLUMNS)
-    for source, claim, column, sign in CLAIMS:
-        for _, t in tests[tests["metric"] == TABLE_METRICS[column]].iterrows():
-            rows.append({"source": source, "claim": claim, "baseline": t["baseline"],
-                         "verdict": verdict(t["mean_diff"], t["p_holm"], sign), "mean_diff": t["mean_diff"],
-                         "d_z": t["d_z"], "p": t["p"], "p_holm": t["p_holm"], "n_pairs": t["n_pairs"]})
-    return pd.DataFrame(rows, columns=COLUMNS)
+    claims = pd.DataFrame(rows)
+    m = len(claims)
+    claims["p_holm"] = _holm(claims["p"])
+    decidable = _holm(claims["p_min"]) < alpha  # the best case: every member at its smallest p
+    verdicts, mde, needed = [], [], []
+    for i, r in claims.iterrows():
+        two_sided = "TOST" not in r["test"]
+        mde.append(inf.minimum_detectable(r.get("_sd_upper", np.nan), int(r["n_seeds"]), alpha / m, power)
+                   if two_sided else np.nan)
+        needed.append(inf.seeds_needed(r["sesoi"] if two_sided else (r["sesoi"] or None), r.get("_sd_upper", np.nan),
+                                       alpha / m, power, two_sided))
+        if r.get("verdict") == Verdict.NOT_EVALUATED:
+            verdicts.append(r["verdict"])
+        elif not decidable[i]:
+            verdicts.append(Verdict.UNDECIDABLE.at(int(r["n_seeds"])))
+        elif r["p_holm"] < alpha:
+            claimed = r["_inside"] if not two_sided else r["estimate"] * CLAIMS[r["_key"]].sign > 0
+            verdicts.append(Verdict.REPRODUCED.value if claimed else Verdict.CONTRADICTED.value)
+        else:
+            verdicts.append(Verdict.INCONCLUSIVE.value)
+    claims["verdict"], claims["mde"], claims["seeds_needed"] = verdicts, mde, needed
+    for col in COLUMNS:
+        if col not in claims:
+            claims[col] = np.nan
+    return claims[COLUMNS]
+
+
+def design_note(claims: pd.DataFrame, alpha: float = 0.05) -> str:
+    """What this design can decide: the family's size, its smallest p, Holm's first threshold."""
+    if claims.empty:
+        return ""
+    m = len(claims)
+    n = claims["n_seeds"].replace(0, np.nan).min()
+    if not np.isfinite(n):
+        return f"Family: {m} members, {claims['family'].iloc[0]}; no member was evaluated."
+    n = int(n)
+    floor = next(k for k in range(1, 64) if inf.smallest_p(k) < alpha / m)
+    return (f"Family: {m} members, {claims['family'].iloc[0]}; Holm at alpha = {alpha:g}; the first step needs "
+            f"p < {alpha / m:.3g}. Unit: the seed (n = {n}): the exact two-sided sign-flip test reaches at best "
+            f"p = {inf.smallest_p(n):.3g} ({inf.smallest_p(n, False):.3g} one-sided), so "
+            + ("no claim can be decided at this n whatever the data" if inf.smallest_p(n, False) >= alpha / m else
+               "a claim can be decided") + f"; {floor} seeds are the floor for a two-sided claim in this family. "
+            "Seeds vary the initialisation and the batch order on one fixed data subset (data.split_seed): the "
+            "conclusions hold for that subset.")

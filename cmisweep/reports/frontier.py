@@ -11,31 +11,18 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from cmisweep.status import EVALUATED
+from cmisweep.reports.trials import evaluated as finished
+from cmisweep.vocabulary import KL
+from cmisweep.vocabulary import SCORES as _SCORES
 
-KL = "final/test/kl_z"
 # downstream scores: column -> (label, higher is better)
-SCORES = {
-    "final/aolr": ("AoLR", True),
-    "final/aosvm": ("AoSVM", True),
-    "final/mcas": ("mCAS", True),
-    "final/mcas_svm": ("mCAS(SVM)", True),
-    "final/eer_z": ("EER(z)", False),
-    "final/vc_mcas": ("VC-mCAS", True),
-    "final/vc_mcas_speaker": ("VC-mCAS(speaker)", True),
-}
+SCORES = {c: (m.short, m.higher) for c, m in _SCORES.items()}
 GROUP = ["preset", "gamma", "alpha"]
 
 
-def finished(trials: pd.DataFrame) -> pd.DataFrame:
-    """The evaluated trials: finished ones, and stopped ones evaluated under scheduler.evaluate_stopped."""
-    if trials.empty or "status" not in trials or KL not in trials:
-        return trials.iloc[0:0]
-    return trials[trials["status"].isin([str(s) for s in EVALUATED]) & trials[KL].notna()]
-
-
 def seed_means(trials: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
-    """Mean, std and count over seeds of each point; vanilla copied into every other preset."""
+    """Mean, std and count of distinct seeds of each point (repeated trials count once: finished()
+    drops them); vanilla copied into every other preset."""
     t = finished(trials)
     cols = [c for c in columns if c in t.columns]
     if t.empty or not cols:
@@ -46,7 +33,8 @@ def seed_means(trials: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     t = pd.concat([t[t["preset"] != "vanilla"]] + [vanilla.assign(preset=p) for p in presets] +
                   ([vanilla] if not presets else []))
     g = t.groupby(["preset", "gamma", t["alpha"].fillna(-1.0)], dropna=False)[cols]
-    out = g.mean().join(g.std().add_suffix("_std")).join(g.size().rename("n_seeds")).reset_index()
+    seeds = t.groupby(["preset", "gamma", t["alpha"].fillna(-1.0)], dropna=False)["seed"].nunique()
+    out = g.mean().join(g.std().add_suffix("_std")).join(seeds.rename("n_seeds")).reset_index()
     out["alpha"] = out["alpha"].where(out["alpha"] >= 0)
     return out
 
@@ -130,11 +118,12 @@ def matched_kl_interpolated(trials: pd.DataFrame, column: str, levels: int = 5) 
     interpolation between its points, then mean and std over the seeds whose front covers the
     level (never extrapolated). The levels span the KL range that at least two seeds of every
     preset cover (every seed, for a preset with fewer): one seed whose z collapsed, a front that
-    ends at KL 0, must not shrink the comparison to a point. Rows: kl_z, preset, mean, std,
-    n_seeds; empty when fewer than two presets or no common range."""
+    ends at KL 0, must not shrink the comparison to a point. The presets' cells at one level may
+    rest on different seeds: `seeds` names them. Rows: kl_z, preset, mean, std, n_seeds, seeds;
+    empty when fewer than two presets or no common range."""
     # a front of one point (a seed that collapsed at every gamma) has nothing to interpolate
     fronts = {key: f for key, f in seed_fronts(trials, column).items() if len(f[0]) >= 2}
-    cols = ["kl_z", "preset", "mean", "std", "n_seeds"]
+    cols = ["kl_z", "preset", "mean", "std", "n_seeds", "seeds"]
     presets = sorted({p for p, _ in fronts})
     if len(presets) < 2:
         return pd.DataFrame(columns=cols)
@@ -149,9 +138,11 @@ def matched_kl_interpolated(trials: pd.DataFrame, column: str, levels: int = 5) 
     ks = np.linspace(lo, hi, levels)
     rows = []
     for preset in presets:
-        curves = [(k, s) for (p, _), (k, s) in fronts.items() if p == preset]
+        curves = [(seed, k, s) for (p, seed), (k, s) in fronts.items() if p == preset]
         for k in ks:
-            vals = np.array([np.interp(k, kk, ss) for kk, ss in curves if kk.min() <= k <= kk.max()])
+            covering = [(seed, np.interp(k, kk, ss)) for seed, kk, ss in curves if kk.min() <= k <= kk.max()]
+            vals = np.array([v for _, v in covering])
             rows.append({"kl_z": float(k), "preset": preset, "mean": float(vals.mean()),
-                         "std": float(vals.std(ddof=1)) if len(vals) > 1 else np.nan, "n_seeds": len(vals)})
+                         "std": float(vals.std(ddof=1)) if len(vals) > 1 else np.nan, "n_seeds": len(vals),
+                         "seeds": ",".join(str(seed) for seed, _ in sorted(covering))})
     return pd.DataFrame(rows, columns=cols)

@@ -1,36 +1,45 @@
-"""Hypervolume of each regularizer's front of KL(z) against a score, with bootstrap intervals over
-seeds (docs/design.md section 5).
+"""Hypervolume of each regularizer's front of KL(z) against a score (docs/design.md 5.3).
 
 One number per front: the area that the front's points dominate in (minimize KL(z), optimize the
-score), bounded by a reference point shared by every preset of the sweep, so a larger hypervolume
-is a front that reaches better scores at lower KL(z). The reference point is the sweep's worst
-KL(z) and worst score over all evaluated trials (each moved out by 5% of its range, so that the
-worst points still count); it is stored beside the front in frontier.parquet. pymoo computes it.
+score), bounded by a reference point fixed before the data: KL(z) at the analysis' cap
+(analysis.kl_cap, by default per modality) and the score at its task's chance level
+(cmisweep.vocabulary.METRICS: 0.1 for ten classes, 50% EER), so chance-level points add nothing and
+the ranking cannot move with the data's range. It is stored beside the front in frontier.parquet.
+Because the ranking may still depend on where the reference sits, `robustness` ranks the presets
+over a grid of reference points. pymoo computes the areas.
 
 The interval: resample the seeds with replacement (the same draw for every preset, as the seeds
 pair them), recompute the seed means, the fronts and their hypervolumes; the 2.5 and 97.5
-percentiles. With 3 seeds there are only 10 distinct resamples: read the interval as a spread.
+percentiles, given only where the seeds allow at least MIN_RESAMPLES distinct resamples
+(C(2n-1, n): 10 with 3 seeds, 126 with 5); `resamples` says how many there are.
 """
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import pandas as pd
 from pymoo.indicators.hv import HV
 
 from cmisweep.reports.frontier import KL, SCORES, finished, seed_means
+from cmisweep.vocabulary import METRICS
 
-MARGIN = 0.05
-COLUMNS = ["preset", "score", "hypervolume", "ci_low", "ci_high", "n_seeds", "ref_kl_z", "ref_value"]
+MIN_RESAMPLES = 100
+COLUMNS = ["preset", "score", "hypervolume", "ci_low", "ci_high", "n_seeds", "resamples", "ref_kl_z", "ref_value"]
+# the robustness grid: the KL cap times these, and the score's reference moved from chance toward
+# the perfect score by these shares of the way
+KL_FACTORS = (0.5, 1.0, 2.0)
+SCORE_SHARES = (0.0, 0.15, 0.3, 0.5)
 
 
-def reference_point(trials: pd.DataFrame, column: str) -> tuple[float, float]:
-    """(KL(z), score) just beyond the worst of both over the sweep's evaluated trials."""
-    t = finished(trials).dropna(subset=[KL, column])
-    kl, score = t[KL].to_numpy(float), t[column].to_numpy(float)
-    higher = SCORES[column][1]
-    pad_kl = MARGIN * max(np.ptp(kl), 1e-9)
-    pad_s = MARGIN * max(np.ptp(score), 1e-9)
-    return float(kl.max() + pad_kl), float(score.min() - pad_s if higher else score.max() + pad_s)
+def reference_point(column: str, kl_cap: float) -> tuple[float, float]:
+    """(KL(z) cap, the score at chance): fixed by the analysis and the task, never by the data."""
+    return float(kl_cap), float(METRICS[column].chance)
+
+
+def distinct_resamples(n: int) -> int:
+    """Multisets of n seeds drawn from n with replacement: what a seed bootstrap can tell apart."""
+    return math.comb(2 * n - 1, n) if n > 0 else 0
 
 
 def hypervolume(kl: np.ndarray, score: np.ndarray, ref: tuple[float, float], higher: bool) -> float:
@@ -48,7 +57,7 @@ def _per_preset(trials: pd.DataFrame, column: str, ref: tuple[float, float]) -> 
     return {p: hypervolume(m[KL].to_numpy(), m[column].to_numpy(), ref, higher) for p, m in means.groupby("preset")}
 
 
-def hypervolumes(trials: pd.DataFrame, n_boot: int = 200, seed: int = 0) -> pd.DataFrame:
+def hypervolumes(trials: pd.DataFrame, kl_cap: float, n_boot: int = 200, seed: int = 0) -> pd.DataFrame:
     """One row per (preset, score) with the hypervolume, its bootstrap interval and the reference."""
     t = finished(trials)
     rows = []
@@ -59,12 +68,12 @@ def hypervolumes(trials: pd.DataFrame, n_boot: int = 200, seed: int = 0) -> pd.D
     draws = [rng.choice(seeds, size=len(seeds), replace=True) for _ in range(n_boot)]
     by_seed = {s: t[t["seed"] == s] for s in seeds}
     for column, (label, _) in SCORES.items():
-        if column not in t or t[column].notna().sum() == 0:
+        if column not in t or t[column].notna().sum() == 0 or METRICS[column].chance is None:
             continue
-        ref = reference_point(t, column)
+        ref = reference_point(column, kl_cap)
         point = _per_preset(t, column, ref)
         boot: dict[str, list[float]] = {p: [] for p in point}
-        by_multiset: dict[tuple, dict[str, float]] = {}  # seed means ignore order: 3 seeds, 10 resamples
+        by_multiset: dict[tuple, dict[str, float]] = {}  # seed means ignore order
         for draw in draws:
             key = tuple(sorted(draw))
             if key not in by_multiset:
@@ -72,10 +81,12 @@ def hypervolumes(trials: pd.DataFrame, n_boot: int = 200, seed: int = 0) -> pd.D
             hv = by_multiset[key]
             for p in point:
                 boot[p].append(hv.get(p, 0.0))
+        enough = distinct_resamples(len(seeds)) >= MIN_RESAMPLES
         for p, value in point.items():
-            lo, hi = np.percentile(boot[p], [2.5, 97.5])
+            lo, hi = np.percentile(boot[p], [2.5, 97.5]) if enough else (np.nan, np.nan)
             rows.append({"preset": p, "score": label, "hypervolume": value, "ci_low": float(lo), "ci_high": float(hi),
-                         "n_seeds": len(seeds), "ref_kl_z": ref[0], "ref_value": ref[1]})
+                         "n_seeds": len(seeds), "resamples": distinct_resamples(len(seeds)),
+                         "ref_kl_z": ref[0], "ref_value": ref[1]})
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
@@ -83,3 +94,23 @@ def with_reference(front: pd.DataFrame, hv: pd.DataFrame) -> pd.DataFrame:
     """frontier.parquet's rows with the reference point of their score's hypervolume."""
     refs = hv.drop_duplicates("score").set_index("score")[["ref_kl_z", "ref_value"]]
     return front.join(refs, on="score") if len(front) else front.assign(ref_kl_z=[], ref_value=[])
+
+
+def robustness(trials: pd.DataFrame, kl_cap: float) -> pd.DataFrame:
+    """The presets ranked by hypervolume (best first) at each reference point of a grid around
+    the stated one: rows score, ref_kl_z, ref_value, ranking."""
+    t = finished(trials)
+    rows = []
+    for column, (label, higher) in SCORES.items():
+        if t.empty or column not in t or t[column].notna().sum() == 0 or METRICS[column].chance is None:
+            continue
+        chance = METRICS[column].chance
+        perfect = (1.0 if higher else 0.0)
+        for kf in KL_FACTORS:
+            for share in SCORE_SHARES:
+                ref = (kl_cap * kf, chance + share * (perfect - chance))
+                hv = _per_preset(t, column, ref)
+                order = sorted(hv, key=lambda p: -hv[p])
+                rows.append({"score": label, "ref_kl_z": ref[0], "ref_value": ref[1],
+                             "ranking": " > ".join(f"{p} ({hv[p]:.3g})" for p in order)})
+    return pd.DataFrame(rows, columns=["score", "ref_kl_z", "ref_value", "ranking"])

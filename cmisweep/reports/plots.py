@@ -1,5 +1,7 @@
-"""KL(z) against a downstream score, one curve per regularizer, points labelled by gamma (the
-paper's Fig. 3); seed means with error bars, the Pareto front marked."""
+"""KL(z) against a downstream score, one colour per regularizer (the paper's Fig. 3): every trial
+as a point, collapsed trials marked with a cross, and per preset and gamma the median over seeds
+joined by a line, labelled by gamma. A mean with error bars would average working and collapsed
+trials into a point where no trial lies; the median does not. Open circles: the Pareto front."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,34 +12,40 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from cmisweep.reports.frontier import KL, SCORES, seed_means  # noqa: E402
-from cmisweep.reports.tables import TABLE_METRICS, factor  # noqa: E402
+from cmisweep.reports.frontier import KL, SCORES  # noqa: E402
+from cmisweep.reports.trials import evaluated  # noqa: E402
+from cmisweep.vocabulary import factor, label  # noqa: E402
 
 COLORS = {"vanilla": "0.4", "beta": "tab:blue", "advmi": "tab:green", "cmi": "tab:red"}
 
 
 def plot_kl_vs(trials: pd.DataFrame, front: pd.DataFrame, column: str, path: Path) -> Path | None:
-    label, _ = SCORES[column]
-    means = seed_means(trials, [KL, column])
-    if means.empty or column not in means or means[column].isna().all():
+    short, _ = SCORES[column]
+    t = evaluated(trials)
+    if t.empty or column not in t or t[column].isna().all():
         return None
     scale = factor(column)  # the report's units, as in report.md (EER, VC-mCAS in percent)
-    means[column], means[f"{column}_std"] = means[column] * scale, means[f"{column}_std"] * abs(scale)
+    t = t.dropna(subset=[KL, column]).assign(y=lambda d: d[column] * scale, alpha=lambda d: d["alpha"].astype(float))
     fig, ax = plt.subplots(figsize=(5.5, 4))
-    for preset, m in means.groupby("preset"):
-        m = m.dropna(subset=[KL, column]).sort_values(["gamma", "alpha"], na_position="first")
+    for preset, g in t.groupby("preset"):
         color = COLORS.get(preset)
-        ax.errorbar(m[KL], m[column], xerr=m.get(f"{KL}_std"), yerr=m.get(f"{column}_std"), marker="o", ms=4,
-                    capsize=2, lw=1, color=color, label=preset)
-        for _, r in m.iterrows():
-            text = f"{r['gamma']:g}" if pd.isna(r["alpha"]) else f"{r['gamma']:g}/{r['alpha']:g}"
-            ax.annotate(text, (r[KL], r[column]), textcoords="offset points", xytext=(3, 3), fontsize=7, color=color)
-        f = front[(front["preset"] == preset) & (front["score"] == label)]
+        kept, lost = g[~g["collapsed"].astype(bool)], g[g["collapsed"].astype(bool)]
+        ax.scatter(kept[KL], kept["y"], s=12, color=color, alpha=0.45, lw=0)
+        ax.scatter(lost[KL], lost["y"], s=30, color=color, marker="x", lw=1.2)
+        med = (g.groupby(["gamma", g["alpha"].fillna(-1.0)])[[KL, "y"]].median().reset_index()
+               .sort_values(["gamma", "alpha"]))
+        ax.plot(med[KL], med["y"], marker="o", ms=4, lw=1, color=color,
+                label=f"{preset} ({len(lost)} of {len(g)} collapsed)" if len(lost) else preset)
+        for _, r in med.iterrows():
+            text = f"{r['gamma']:g}" if r["alpha"] < 0 else f"{r['gamma']:g}/{r['alpha']:g}"
+            ax.annotate(text, (r[KL], r["y"]), textcoords="offset points", xytext=(3, 3), fontsize=7, color=color)
+        f = front[(front["preset"] == preset) & (front["score"] == short)]
         ax.scatter(f["kl_z"], f["value"] * scale, s=60, facecolors="none", edgecolors=color, lw=1.2)
     ax.set_xlabel("KL(z) (test, nats)")
-    ax.set_ylabel(TABLE_METRICS[column])
-    ax.set_title(f"KL(z) vs {label}  (labels: gamma; circles: Pareto front)", fontsize=9)
-    ax.legend(fontsize=8)
+    ax.set_ylabel(label(column))
+    ax.set_title(f"KL(z) vs {short}: trials (x: collapsed), median per gamma (labels); circles: front",
+                 fontsize=8)
+    ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

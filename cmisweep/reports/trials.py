@@ -1,49 +1,57 @@
-"""One row per trial from Ray Tune's experiment state: config, final metrics, status, error."""
+"""The trials a report counts (docs/design.md 5.1): derived columns added to trials.parquet, and
+the one rule for which rows are replicates.
+
+- `collapsed`: the trial's test KL(z) is below COLLAPSE_KL (cmisweep.vocabulary). An outcome, not
+  noise: a collapsed trial stays in every count and every score test.
+- `repeat_of`: a trial that repeats an earlier one's searched point and seed (NSGA-II can propose
+  a point twice) names that trial. It stays in trials.parquet and counts once in the reports.
+"""
 from __future__ import annotations
 
-from pathlib import Path
-
+import numpy as np
 import pandas as pd
 
-from cmisweep.sweep.search import point_from_config
-from cmisweep.sweep.space import point_name
-from cmisweep.status import TrialStatus, TuneStatus
-from cmisweep.sweep.trainable import GPUS, NODE, STATUS, STOPPED_AT
+from cmisweep.status import EVALUATED
+from cmisweep.vocabulary import COLLAPSE_KL, KL
+
+# columns a trials.parquet of any age carries after prepare(); old ones get them empty
+RECORDED = ("cpu_model", "precision", "final/active_units")
 
 
-def collect_trials(exp_dir: str, space) -> pd.DataFrame:
-    from ray.tune import ExperimentAnalysis
+def point_columns(trials: pd.DataFrame) -> list[str]:
+    """The columns that identify a searched point (without its seed)."""
+    return ["preset", "gamma", "alpha"] + sorted(c for c in trials.columns if c.startswith("params."))
 
-    from cmisweep.sweep.tracking import error_message
 
-    if "://" not in exp_dir:
-        if not Path(exp_dir).exists():
-            return pd.DataFrame(columns=["trial_id", "name", "status"])
-        exp_dir = str(Path(exp_dir).resolve())
-    analysis = ExperimentAnalysis(exp_dir)
-    rows = []
-    for trial in analysis.trials:
-        point = point_from_config(space, trial.config)
-        last = trial.last_result or {}
-        status = last.get(STATUS)
-        stopped_at = last.get(STOPPED_AT)
-        if trial.status == TuneStatus.ERROR:
-            status = TrialStatus.FAILED
-        elif status is None:  # no final result: stopped by the scheduler at its last epoch, or not ended
-            status = TrialStatus.STOPPED if trial.status == TuneStatus.TERMINATED else TrialStatus.UNFINISHED
-            stopped_at = int(last.get("epoch", 0)) if status == TrialStatus.STOPPED else None
-        row = {
-            "trial_id": trial.trial_id, "name": point_name(point), "status": str(status),
-            "error": error_message(trial) if status == TrialStatus.FAILED else None,
-            "preset": point["preset"], "gamma": point["gamma"], "alpha": point.get("alpha"),
-            "seed": point["seed"], "epochs_done": int(last.get("epoch", 0)),
-            "stopped_at": None if stopped_at is None else int(stopped_at),
-            "node_id": last.get(NODE), "gpu_ids": last.get(GPUS),
-        }
-        row.update({f"params.{k}": v for k, v in point.get("params", {}).items()})
-        row.update({k: v for k, v in last.items() if k.startswith("final/")})
-        rows.append(row)
-    frame = pd.DataFrame(rows)
-    if len(frame):
-        frame["stopped_at"] = frame["stopped_at"].astype("Int64")
-    return frame.sort_values(["preset", "gamma", "seed", "name"], kind="stable").reset_index(drop=True)
+def _key(trials: pd.DataFrame, cols: list[str]) -> pd.Series:
+    return trials[cols].astype(object).where(trials[cols].notna(), None).apply(
+        lambda r: repr(tuple(r)), axis=1)
+
+
+def prepare(trials: pd.DataFrame) -> pd.DataFrame:
+    """trials.parquet's frame with `collapsed`, `repeat_of` and the recorded columns (missing for
+    sweeps older than them); the stored values are untouched."""
+    t = trials.copy()
+    for col in RECORDED:
+        if col not in t:
+            t[col] = None if col in ("cpu_model", "precision") else np.nan
+    if t.empty:
+        return t.assign(collapsed=pd.Series(dtype="boolean"), repeat_of=pd.Series(dtype=object))
+    kl = t[KL] if KL in t else pd.Series(np.nan, index=t.index)
+    evaluated = t["status"].isin([str(s) for s in EVALUATED]) & kl.notna()
+    t["collapsed"] = pd.array([bool(k < COLLAPSE_KL) if e else None for k, e in zip(kl, evaluated)], dtype="boolean")
+    key = _key(t, point_columns(t) + ["seed"])
+    first = {}
+    for i in t.index:  # the frame keeps Tune's trial order within a point: the first is the earliest
+        first.setdefault(key[i], i)
+    t["repeat_of"] = [None if first[key[i]] == i else t.loc[first[key[i]], "name"] for i in t.index]
+    return t
+
+
+def evaluated(trials: pd.DataFrame) -> pd.DataFrame:
+    """The trials the reports count: evaluated (finished, or stopped and evaluated under
+    scheduler.evaluate_stopped), each point and seed once."""
+    if trials.empty or "status" not in trials or KL not in trials:
+        return trials.iloc[0:0]
+    t = trials if "repeat_of" in trials else prepare(trials)
+    return t[t["status"].isin([str(s) for s in EVALUATED]) & t[KL].notna() & t["repeat_of"].isna()]

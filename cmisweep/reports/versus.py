@@ -6,7 +6,7 @@ score)? A point lies beyond when it adds hypervolume to that front: no point of 
 least as good in both KL(z) and the score. Both sweeps are read over the seeds they share, as
 seed means per point (the other sweep's vanilla trials belong to its front, as in frontier.py),
 and again seed by seed (a point's own trial against that seed's front). One reference point for
-all hypervolumes: hypervolume.reference_point over both sweeps' trials.
+all hypervolumes, fixed before the data: hypervolume.reference_point (the KL cap, chance).
 """
 from __future__ import annotations
 
@@ -34,7 +34,8 @@ def _front_rows(other: pd.DataFrame, presets: list[str]) -> pd.DataFrame:
     return other[other["preset"].isin([*presets, "vanilla"])]
 
 
-def against(trials: pd.DataFrame, other: pd.DataFrame, presets: list[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+def against(trials: pd.DataFrame, other: pd.DataFrame, presets: list[str] | None = None,
+            kl_cap: float = 50.0) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(points, summary): each point of `trials` (seed means) against the front of `other`'s
     `presets` (default: the presets of `trials` other than vanilla), per score both sweeps have."""
     t, o = finished(trials), finished(other)
@@ -46,7 +47,7 @@ def against(trials: pd.DataFrame, other: pd.DataFrame, presets: list[str] | None
     for column, (label, higher) in SCORES.items():
         if column not in t or column not in o or t[column].isna().all() or o[column].isna().all():
             continue
-        ref = reference_point(pd.concat([t, o]), column)
+        ref = reference_point(column, kl_cap)
         om = seed_means(o, [KL, column]).dropna(subset=[KL, column])
         om = om[om["preset"].isin(presets) | (om["preset"] == "vanilla")]
         front = om[[KL, column]].to_numpy(float)
@@ -136,9 +137,9 @@ def plot(trials: pd.DataFrame, other: pd.DataFrame, points: pd.DataFrame, column
 
 
 def write(trials: pd.DataFrame, other: pd.DataFrame, name: str, other_name: str, out: Path,
-          presets: list[str] | None = None) -> Path:
+          presets: list[str] | None = None, kl_cap: float = 50.0) -> Path:
     """reports/versus_<other>.{md,csv} and a plot per score; returns the markdown's path."""
-    points, summary = against(trials, other, presets)
+    points, summary = against(trials, other, presets, kl_cap)
     stem = f"versus_{other_name}"
     atomic_write(out / f"{stem}.csv", lambda p: points.to_csv(p, index=False))
     lines = [f"# {name} against the front of {other_name}", "",

@@ -186,6 +186,7 @@ def _execute(space, sweep_dir: Path, meta: dict, uri: str, *, resume: bool, addr
     from cmisweep.reports import write_reports
     from cmisweep.reports.frontier import finished
     from cmisweep.sweep import search
+    from cmisweep.sweep.collect import collect_epochs, collect_trials
     from cmisweep.sweep.progress import Progress, summary_table
     from cmisweep.sweep.state_backup import StateBackup, repair
     from cmisweep.sweep.tracking import SweepRun, TrialLogger
@@ -271,7 +272,7 @@ def _execute(space, sweep_dir: Path, meta: dict, uri: str, *, resume: bool, addr
         for node in ours:
             shutil.rmtree(node_scratch(node), ignore_errors=True)
     wall = time.time() - t0
-    frame = write_reports(sweep_dir, space, exp_dir)
+    frame = write_reports(sweep_dir, space, collect_trials(exp_dir, space), collect_epochs(exp_dir, space))
     sweep_run.log_reports(sweep_dir / "reports", frame)
     failed = int((frame["status"] == TrialStatus.FAILED).sum()) if len(frame) else 0
     interrupted = interrupted or bool(len(frame) and (frame["status"] == TrialStatus.UNFINISHED).any())
@@ -320,34 +321,65 @@ def _other_trials(against: str) -> tuple[Path, object]:
     return f, trials
 
 
+def _committed_trials(d: Path):
+    """A committed sweep's trials.parquet (and epochs.parquet): what `report` reads without Tune."""
+    import pandas as pd
+
+    try:
+        trials = pd.read_parquet(d / "trials.parquet")
+    except Exception as e:  # noqa: BLE001 - any unreadable file is bad input here
+        raise ConfigError(d / "trials.parquet", None, f"not a parquet file of trials ({type(e).__name__})") from None
+    missing = {"name", "preset", "gamma", "alpha", "seed", "status"} - set(trials.columns)
+    if missing:
+        raise ConfigError(d / "trials.parquet", None, f"not a cmisweep trials.parquet (no column "
+                          f"{', '.join(sorted(missing))})")
+    epochs = pd.read_parquet(d / "epochs.parquet") if (d / "epochs.parquet").exists() else None
+    return trials, epochs
+
+
 def report(sweep: str, results_root: str | Path = "results", against: str | None = None,
            presets: list[str] | None = None) -> int:
-    """`cmisweep report`: rewrite the reports of a sweep from its Tune state; log them to its parent
-    run. against: another sweep (its directory or trials.parquet) whose front of `presets` this
-    sweep's points are compared with (cmisweep.reports.versus)."""
+    """`cmisweep report`: rewrite the reports of a sweep; log them to its parent run. A sweep
+    directory with Tune's state (sweep.json, tune/) is read from that state; a committed one
+    (space.yaml and trials.parquet, e.g. results/studies/<study>) from its files alone, with no
+    tracking. against: another sweep (its directory or trials.parquet) whose front of `presets`
+    this sweep's points are compared with (cmisweep.reports.versus)."""
+    from cmisweep.analysis import kl_cap
+    from cmisweep.regularizer import PRESETS
     from cmisweep.reports import versus, write_reports
+    from cmisweep.sweep.collect import collect_epochs, collect_trials
     from cmisweep.sweep.progress import summary_table
     from cmisweep.sweep.tracking import SweepRun
 
     # a path (it has a separator or exists) names the directory; a bare name is looked up under results/
     d = Path(sweep) if ("/" in sweep or Path(sweep).is_dir()) else Path(results_root) / sweep
-    if not (d / "sweep.json").exists():
-        raise ConfigError(None, "SWEEP", f"no sweep at {d} (expected {d / 'sweep.json'})")
-    from cmisweep.regularizer import PRESETS
-
+    live = (d / "sweep.json").exists()
+    if not live and not ((d / "space.yaml").exists() and (d / "trials.parquet").exists()):
+        raise ConfigError(None, "SWEEP", f"no sweep at {d} (expected {d / 'sweep.json'}, or a committed sweep's "
+                                         "space.yaml and trials.parquet)")
     bad = sorted(set(presets or []) - set(PRESETS))
     if bad:
         raise ConfigError(None, "--presets", f"unknown preset {', '.join(bad)}; expected some of {', '.join(PRESETS)}")
-    other = _other_trials(against) if against else None  # both checked before anything is written
-    meta = json.loads((d / "sweep.json").read_text())
+    other = _other_trials(against) if against else None  # checked before anything is written
     space = load_space(d / "space.yaml", stored=True)
-    frame = write_reports(d, space, experiment_dir(d, meta))
+    if live:
+        meta = json.loads((d / "sweep.json").read_text())
+        exp_dir = experiment_dir(d, meta)
+        trials, epochs = collect_trials(exp_dir, space), collect_epochs(exp_dir, space)
+        if not len(trials) and (d / "trials.parquet").exists():  # Tune's state is gone: the files remain
+            trials, epochs = _committed_trials(d)
+    else:
+        trials, epochs = _committed_trials(d)
+    frame = write_reports(d, space, trials, epochs)
     print(summary_table(frame))
     print(f"reports: {d / 'reports'}, {d / 'trials.parquet'}, {d / 'frontier.parquet'}")
     if other is not None:
-        path, trials = other
+        path, other_trials = other
         name = (path.parent if path.name == "trials.parquet" else path).name
-        print(f"against {name}: {versus.write(frame, trials, space.name, name, d / 'reports', presets)}")
+        cap = kl_cap(space.analysis, space.trial.data.dataset)
+        print(f"against {name}: {versus.write(frame, other_trials, space.name, name, d / 'reports', presets, cap)}")
+    if not live:
+        return ExitCode.OK
     sweep_run = SweepRun(meta["tracking_uri"], space.tracking.experiment or space.name, meta["sweep_id"], space.name,
                          None)
     try:

@@ -14,6 +14,7 @@
     concurrency: 4
     max_failures: 1
     tracking: {uri: null}         # default: sqlite under results/
+    analysis: {family: [{claim: aolr, baseline: beta}], ...}   # the claims, declared (cmisweep.analysis)
 
 Validated on load: every grid point (and the corners of every range) is built into a TrialConfig
 before anything starts, so a bad value is refused with the file and the key.
@@ -28,6 +29,7 @@ from typing import Annotated, Literal, Union
 from pydantic import Field, field_validator, model_validator
 
 from cmisweep import configio
+from cmisweep.analysis import Analysis, check_family
 from cmisweep.config import PosInt, Strict, TrialConfig
 from cmisweep.errors import ConfigError
 from cmisweep.regularizer import Preset
@@ -181,6 +183,7 @@ class SearchSpace(Strict):
     concurrency: PosInt | None = None
     max_failures: Annotated[int, Field(ge=0)] = 1
     tracking: Tracking = Tracking()
+    analysis: Analysis = Analysis()  # the claims and their tests, declared before the run (cmisweep.analysis)
 
     @field_validator("name")
     @classmethod
@@ -204,6 +207,10 @@ class SearchSpace(Strict):
                              f"last epoch (trial.train.epochs = {self.trial.train.epochs})")
         if self.search.alpha is not None and self.search.presets != ["cmi"]:
             raise ValueError("search.alpha (independent of gamma) is for presets: [cmi] only")
+        try:
+            check_family(self.analysis, list(self.search.presets), self.trial.data.dataset)
+        except ValueError as e:
+            raise ValueError(f"analysis.{e}") from None
         return self
 
 

@@ -1,0 +1,83 @@
+"""A sweep's trials and their per-epoch history, read from Ray Tune's experiment state: the one
+place that does (the reports read the frames it returns, never Tune's state)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from cmisweep.status import TrialStatus, TuneStatus
+from cmisweep.sweep.search import point_from_config
+from cmisweep.sweep.space import point_name
+from cmisweep.sweep.trainable import GPUS, NODE, STATUS, STOPPED_AT
+
+# non-metric fields a trial's last result carries into trials.parquet (the machine it ran on)
+RECORDED = ("cpu_model", "precision")
+EMPTY = pd.DataFrame(columns=["trial_id", "name", "status"])
+
+
+def _analysis(exp_dir: str):
+    from ray.tune import ExperimentAnalysis
+
+    if "://" not in exp_dir:
+        if not Path(exp_dir).exists():
+            return None
+        exp_dir = str(Path(exp_dir).resolve())
+    return ExperimentAnalysis(exp_dir)
+
+
+def collect_trials(exp_dir: str, space) -> pd.DataFrame:
+    from cmisweep.sweep.tracking import error_message
+
+    analysis = _analysis(exp_dir)
+    if analysis is None:
+        return EMPTY.copy()
+    rows = []
+    for trial in analysis.trials:
+        point = point_from_config(space, trial.config)
+        last = trial.last_result or {}
+        status = last.get(STATUS)
+        stopped_at = last.get(STOPPED_AT)
+        if trial.status == TuneStatus.ERROR:
+            status = TrialStatus.FAILED
+        elif status is None:  # no final result: stopped by the scheduler at its last epoch, or not ended
+            status = TrialStatus.STOPPED if trial.status == TuneStatus.TERMINATED else TrialStatus.UNFINISHED
+            stopped_at = int(last.get("epoch", 0)) if status == TrialStatus.STOPPED else None
+        row = {
+            "trial_id": trial.trial_id, "name": point_name(point), "status": str(status),
+            "error": error_message(trial) if status == TrialStatus.FAILED else None,
+            "preset": point["preset"], "gamma": point["gamma"], "alpha": point.get("alpha"),
+            "seed": point["seed"], "epochs_done": int(last.get("epoch", 0)),
+            "stopped_at": None if stopped_at is None else int(stopped_at),
+            "node_id": last.get(NODE), "gpu_ids": last.get(GPUS),
+        }
+        row.update({k: last.get(k) for k in RECORDED})
+        row.update({f"params.{k}": v for k, v in point.get("params", {}).items()})
+        row.update({k: v for k, v in last.items() if k.startswith("final/")})
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    if len(frame):
+        frame["stopped_at"] = frame["stopped_at"].astype("Int64")
+    return frame.sort_values(["preset", "gamma", "seed", "name"], kind="stable").reset_index(drop=True)
+
+
+def collect_epochs(exp_dir: str, space) -> pd.DataFrame:
+    """One row per trial and epoch: the per-epoch results (train/..., val/...) Tune kept, so that
+    a committed sweep's history (KL(z) curves, early-stopping replays) needs no Tune state."""
+    analysis = _analysis(exp_dir)
+    frames = []
+    for trial in analysis.trials if analysis is not None else []:
+        df = analysis.trial_dataframes.get(trial.trial_id)
+        if df is None or df.empty or "epoch" not in df:
+            continue
+        keep = ["epoch"] + [c for c in df.columns if c.startswith(("train/", "val/"))]
+        df = df[df["epoch"].notna()][keep].dropna(how="all", subset=keep[1:])  # the final result is no epoch
+        df = df.drop_duplicates("epoch", keep="last").copy()
+        df.insert(0, "name", point_name(point_from_config(space, trial.config)))
+        df.insert(0, "trial_id", trial.trial_id)
+        frames.append(df)
+    if not frames:
+        return pd.DataFrame(columns=["trial_id", "name", "epoch"])
+    out = pd.concat(frames, ignore_index=True)
+    out["epoch"] = out["epoch"].astype(int)
+    return out.sort_values(["name", "epoch"], kind="stable").reset_index(drop=True)

@@ -1,0 +1,83 @@
+"""The words a sweep's results are written in, defined once (docs/design.md section 5): the metric
+columns with their labels, units, directions and chance levels; what counts as a collapse; the
+verdict words. It imports nothing from cmisweep, so any layer may read it.
+"""
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import NamedTuple
+
+KL = "final/test/kl_z"
+
+# A trial has collapsed when its test KL(z) is below this many nats: z then carries almost no
+# information about x (an upper bound on I(x;z) of 0.1 nats, 0.14 bits), its probes sit at chance.
+# In the committed studies the collapsed trials lie at 0.003-0.020 nats and the lowest trial that
+# kept z at 3.78, so any threshold between them classifies the same way; 0.1 is the round number.
+COLLAPSE_KL = 0.1
+
+# Active units (Burda et al. 2016): a dimension of z is active when its encoder mean varies across x
+# by more than this variance.
+ACTIVE_UNIT_VARIANCE = 0.01
+
+
+class Metric(NamedTuple):
+    label: str  # the report's name, with its unit
+    factor: float  # what the report multiplies the stored value by (the paper's units and signs)
+    higher: bool | None  # higher is better (None: no direction, e.g. KL(z))
+    chance: float | None = None  # a score's value at chance, in stored units (the hypervolume's reference)
+    score: bool = False  # a downstream score plotted against KL(z)
+    short: str = ""  # the frontier's short name (AoLR, EER(z), ...)
+
+
+# Stored values are fractions (EER, VC-mCAS, accuracies) and the ELBO itself (negative); the report
+# shows EER and VC-mCAS in percent as the paper's Table 2, and -ELBO = recon + KL (positive nats) as
+# the paper's Tables 4/5 "ELBO". Chance: ten classes for the images, 50% EER for a verifier that
+# knows nothing, two genders for VC-mCAS. The speaker VC-mCAS has no fixed chance level (it depends
+# on the test speakers: final/vc_mcas_speaker_chance), so its hypervolume uses 0.
+METRICS: dict[str, Metric] = {
+    KL: Metric("KL(z) (nats, test)", 1.0, None),
+    "final/aolr": Metric("AoLR (accuracy, fraction)", 1.0, True, 0.1, True, "AoLR"),
+    "final/aosvm": Metric("AoSVM (accuracy, fraction)", 1.0, True, 0.1, True, "AoSVM"),
+    "final/mcas": Metric("mCAS (accuracy, fraction)", 1.0, True, 0.1, True, "mCAS"),
+    "final/mcas_svm": Metric("mCAS(SVM) (accuracy, fraction)", 1.0, True, 0.1, True, "mCAS(SVM)"),
+    "final/eer_z": Metric("EER(z) [%]", 100.0, False, 0.5, True, "EER(z)"),
+    "final/vc_mcas": Metric("VC-mCAS [%]", 100.0, True, 0.5, True, "VC-mCAS"),
+    "final/vc_mcas_speaker": Metric("VC-mCAS(speaker) [%]", 100.0, True, 0.0, True, "VC-mCAS(speaker)"),
+    "final/ihat_paper": Metric("I-hat(z;s) paper form (nats, test)", 1.0, False),
+    "final/ihat_exact": Metric("I-hat(z;s) exact form (nats, test)", 1.0, False),
+    # the same two forms read by an MLP critic head (README.md, "I-hat")
+    "final/ihat_mlp_paper": Metric("I-hat(z;s) paper form, MLP critic (nats, test)", 1.0, False),
+    "final/ihat_mlp_exact": Metric("I-hat(z;s) exact form, MLP critic (nats, test)", 1.0, False),
+    "final/test/elbo": Metric("-ELBO (nats, test)", -1.0, False),
+    "final/eer_s": Metric("EER(s) [%]", 100.0, True),
+    "final/active_units": Metric("active units of z", 1.0, None),
+}
+
+SCORES = {c: m for c, m in METRICS.items() if m.score}
+
+
+def label(column: str) -> str:
+    return METRICS[column].label if column in METRICS else column
+
+
+def factor(column: str) -> float:
+    """What the report multiplies a stored value of `column` by."""
+    return METRICS[column].factor if column in METRICS else 1.0
+
+
+def plot_file(column: str) -> str:
+    """The file name of the KL(z)-vs-score plot of a column (reports/ and the MLflow run)."""
+    return f"kl_vs_{column.split('/')[-1]}.png"
+
+
+class Verdict(StrEnum):
+    """The verdict of a claim, used in every report, RUN.md and the README (docs/design.md 5.2)."""
+
+    REPRODUCED = "reproduced"  # Holm-adjusted p < alpha, the effect in the paper's direction
+    CONTRADICTED = "contradicted"  # Holm-adjusted p < alpha, the effect against the paper's direction
+    INCONCLUSIVE = "inconclusive"  # the design could have decided it, the data did not
+    UNDECIDABLE = "undecidable"  # no outcome at this number of seeds could reach Holm's threshold
+    NOT_EVALUATED = "not evaluated"  # a trial of the claim's cells lacks the metric
+
+    def at(self, n: int) -> str:
+        return f"undecidable at n = {n}" if self is Verdict.UNDECIDABLE else str(self)
