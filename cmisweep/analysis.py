@@ -44,9 +44,9 @@ CLAIMS: dict[str, ClaimSpec] = {
 MODALITY_CLAIMS = {"image": {"ihat", "aolr", "mcas", "kl_ratio"}, "speech": {"ihat", "eer_z", "eer_s", "kl_ratio"}}
 ClaimName = Literal["ihat", "aolr", "mcas", "eer_z", "eer_s", "kl_ratio"]
 
-# KL(z) caps by modality when a space states none: above every KL(z) the paper or the studies
-# report for it (images up to ~36 nats at gamma 0.7, speech up to ~70), fixed, never from the data.
-DEFAULT_KL_CAP = {"image": 50.0, "speech": 100.0}
+# KL(z) caps by modality when a space states none: above every KL(z) the committed studies reached
+# (images up to 36 nats at gamma 0.7, speech up to 116 at gamma 0.9), fixed, never from the data.
+DEFAULT_KL_CAP = {"image": 50.0, "speech": 150.0}
 DEFAULT_MARGIN = 0.10  # Table 5's "within a few percent": 10% either way
 
 

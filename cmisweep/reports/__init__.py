@@ -52,7 +52,7 @@ def write_reports(sweep_dir: Path, space, trials: pd.DataFrame, epochs: pd.DataF
     plots = []
     for column in SCORES:
         if column in trials and trials[column].notna().any():
-            p = plot_kl_vs(trials, front, column, out / plot_file(column))
+            p = plot_kl_vs(trials, column, out / plot_file(column))
             if p is not None:
                 plots.append(p)
     points = searched_points(trials, space)

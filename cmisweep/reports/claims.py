@@ -54,7 +54,7 @@ def _member(fc: FamilyClaim, variant: str, pairs: pd.DataFrame, how: str, alpha:
     margin = (fc.margin or DEFAULT_MARGIN) if equivalence else None
     row = {"source": spec.source, "claim": spec.text + (f" (±{margin:.0%})" if equivalence else ""),
            "comparison": variant, "baseline": fc.baseline, "family": how, "test": TOST if equivalence else SIGN_FLIP,
-           "unit": "seed", "_key": fc.claim, "n_seeds": n, "n_pairs": len(values), "sesoi": fc.sesoi,
+           "unit": "seed", "_key": fc.claim, "_effect": margin if equivalence else fc.sesoi, "n_seeds": n, "n_pairs": len(values), "sesoi": fc.sesoi,
            "units": "KL(z) ratio - 1 (fraction)" if equivalence else label(spec.column),
            "collapsed_ref": int(values["collapsed_ref"].sum()), "collapsed_base": int(values["collapsed_base"].sum())}
     if n == 0 or missing(pairs, spec.column):
@@ -105,8 +105,8 @@ def judge(trials: pd.DataFrame, analysis: Analysis | None = None) -> pd.DataFram
         two_sided = "TOST" not in r["test"]
         mde.append(inf.minimum_detectable(r.get("_sd_upper", np.nan), int(r["n_seeds"]), alpha / m, power)
                    if two_sided else np.nan)
-        needed.append(inf.seeds_needed(r["sesoi"] if two_sided else (r["sesoi"] or None), r.get("_sd_upper", np.nan),
-                                       alpha / m, power, two_sided))
+        effect = r["_effect"] if pd.notna(r["_effect"]) else None  # the sesoi, or the TOST's margin
+        needed.append(inf.seeds_needed(effect, r.get("_sd_upper", np.nan), alpha / m, power, two_sided))
         if r.get("verdict") == Verdict.NOT_EVALUATED:
             verdicts.append(r["verdict"])
         elif not decidable[i]:

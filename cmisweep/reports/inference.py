@@ -117,6 +117,9 @@ def seeds_needed(sesoi: float | None, sd_upper: float, alpha: float, power: floa
     floor = _exact_floor(alpha, two_sided)
     if sd_upper == 0:
         return float(floor)
-    n = TTestPower().solve_power(effect_size=sesoi / sd_upper, alpha=alpha, power=power,
-                                 alternative="two-sided" if two_sided else "larger")
-    return float(max(floor, math.ceil(n)))
+    try:
+        n = TTestPower().solve_power(effect_size=sesoi / sd_upper, alpha=alpha, power=power,
+                                     alternative="two-sided" if two_sided else "larger")
+    except (ValueError, RuntimeError):
+        return float("nan")
+    return float(max(floor, math.ceil(n))) if n is not None and np.isfinite(n) else float("nan")
