@@ -67,6 +67,11 @@ def test_grid_sweep_end_to_end(finished_sweep):
                 "final/aolr", "final/aosvm", "final/mcas", "final/mcas_real", "final/ihat_paper", "final/ihat_exact"):
         assert col in trials.columns, col
     assert (trials["status"] == "FINISHED").all() and trials["final/aolr"].between(0, 1).all()
+    assert {"collapsed", "repeat_of"} <= set(trials.columns) and trials["repeat_of"].isna().all()
+    # the per-epoch history, so that the committed files alone can rebuild the reports
+    epochs = pd.read_parquet(d / "epochs.parquet")
+    assert sorted(epochs["name"]) == sorted(trials["name"]) and (epochs["epoch"] == 1).all()
+    assert epochs["val/kl_z"].notna().all() and epochs["val/elbo"].notna().all()
     # the local Ray's node scratch dir went with it (one per sweep used to pile up in /tmp)
     from cmisweep.sweep.trainable import node_scratch
 
