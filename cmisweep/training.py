@@ -22,6 +22,7 @@ from cmisweep import regularizer as R
 from cmisweep.files import atomic_write
 from cmisweep.config import TrainConfig
 from cmisweep.errors import TrainingDiverged
+from cmisweep.metrics.active_units import active_units
 
 CHECKPOINT_FORMAT = 1
 
@@ -217,16 +218,19 @@ class Trainer:
     @torch.no_grad()
     def validate(self, x: torch.Tensor | None = None, precision: str | None = None) -> dict:
         """Means over the validation set (or x) of the ELBO's terms, M, C, the objective J and the
-        ELBO; in the training precision unless told (final metrics are computed in fp32)."""
+        ELBO, and the number of active units of z (Burda et al. 2016, Sect. 5.2) over x; in the
+        training precision unless told (final metrics are computed in fp32)."""
         self.model.eval()
         self.critics.eval()
         x = self.val_x if x is None else x
         sums: dict[str, float] = {}
+        z_means: list[torch.Tensor] = []  # the pass's own q(z|x) means: no second encoding
         for xb in batches(x, self.cfg.eval_batch_size):
             with autocast(self.device, precision or self.precision):
                 terms = self.model.elbo_terms(self._layout(xb))
                 m_logits, c_logits = R.critic_logits(self.critics, terms.z, terms.s)
                 parts = R.objective(self.reg, terms.recon, terms.kl_z, terms.kl_s, m_logits, c_logits)
+            z_means.append(terms.z_mean)
             for k in ("recon", "kl_z", "kl_s", "m_hat", "c_hat", "loss"):
                 v = getattr(parts, k)
                 if v is not None:
@@ -234,6 +238,7 @@ class Trainer:
         out = {k: v / len(x) for k, v in sums.items()}
         out["objective"] = -out.pop("loss")
         out["elbo"] = -(out["recon"] + out["kl_z"] + out["kl_s"])
+        out["active_units"] = active_units(torch.cat(z_means))
         return out
 
     def run_epoch(self) -> dict:
