@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import platform
 import time
 from pathlib import Path
 from typing import Callable
@@ -62,6 +63,28 @@ def bf16_native(device: torch.device) -> bool:
         probes = [getattr(torch.cpu, n, None) for n in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
         return any(p is not None and p() for p in probes)
     return False
+
+
+def cpu_model() -> str:
+    """The CPU's name: 'model name' in /proc/cpuinfo, else what platform knows. The bf16 kernels
+    differ between CPUs (AMX on the Xeon, AVX512-BF16 on the EPYC of BENCHMARKS.md, emulation
+    elsewhere) and so do their roundings: a trial's numbers belong to the CPU that computed them."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def cpu_bf16_features() -> str:
+    """The native bf16 paths of this CPU that bf16_native probes ("avx512_bf16,amx_tile", one of
+    them, or "none"): whether bf16 ran in hardware, with AMX's own kernels, or not at all."""
+    names = ("avx512_bf16", "amx_tile")
+    probes = [getattr(torch.cpu, f"_is_{n}_supported", None) for n in names]
+    found = [n for n, p in zip(names, probes) if p is not None and p()]
+    return ",".join(found) or "none"
 
 
 def resolve_channels_last(memory_format: str, model: nn.Module) -> bool:
