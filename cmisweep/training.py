@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import platform
 import time
 from pathlib import Path
 from typing import Callable
@@ -22,6 +23,7 @@ from cmisweep import regularizer as R
 from cmisweep.files import atomic_write
 from cmisweep.config import TrainConfig
 from cmisweep.errors import TrainingDiverged
+from cmisweep.metrics.active_units import active_units
 
 CHECKPOINT_FORMAT = 1
 
@@ -61,6 +63,28 @@ def bf16_native(device: torch.device) -> bool:
         probes = [getattr(torch.cpu, n, None) for n in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
         return any(p is not None and p() for p in probes)
     return False
+
+
+def cpu_model() -> str:
+    """The CPU's name: 'model name' in /proc/cpuinfo, else what platform knows. The bf16 kernels
+    differ between CPUs (AMX on the Xeon, AVX512-BF16 on the EPYC of BENCHMARKS.md, emulation
+    elsewhere) and so do their roundings: a trial's numbers belong to the CPU that computed them."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def cpu_bf16_features() -> str:
+    """The native bf16 paths of this CPU that bf16_native probes ("avx512_bf16,amx_tile", one of
+    them, or "none"): whether bf16 ran in hardware, with AMX's own kernels, or not at all."""
+    names = ("avx512_bf16", "amx_tile")
+    probes = [getattr(torch.cpu, f"_is_{n}_supported", None) for n in names]
+    found = [n for n, p in zip(names, probes) if p is not None and p()]
+    return ",".join(found) or "none"
 
 
 def resolve_channels_last(memory_format: str, model: nn.Module) -> bool:
@@ -217,16 +241,19 @@ class Trainer:
     @torch.no_grad()
     def validate(self, x: torch.Tensor | None = None, precision: str | None = None) -> dict:
         """Means over the validation set (or x) of the ELBO's terms, M, C, the objective J and the
-        ELBO; in the training precision unless told (final metrics are computed in fp32)."""
+        ELBO, and the number of active units of z (Burda et al. 2016, Sect. 5.2) over x; in the
+        training precision unless told (final metrics are computed in fp32)."""
         self.model.eval()
         self.critics.eval()
         x = self.val_x if x is None else x
         sums: dict[str, float] = {}
+        z_means: list[torch.Tensor] = []  # the pass's own q(z|x) means: no second encoding
         for xb in batches(x, self.cfg.eval_batch_size):
             with autocast(self.device, precision or self.precision):
                 terms = self.model.elbo_terms(self._layout(xb))
                 m_logits, c_logits = R.critic_logits(self.critics, terms.z, terms.s)
                 parts = R.objective(self.reg, terms.recon, terms.kl_z, terms.kl_s, m_logits, c_logits)
+            z_means.append(terms.z_mean)
             for k in ("recon", "kl_z", "kl_s", "m_hat", "c_hat", "loss"):
                 v = getattr(parts, k)
                 if v is not None:
@@ -234,6 +261,7 @@ class Trainer:
         out = {k: v / len(x) for k, v in sums.items()}
         out["objective"] = -out.pop("loss")
         out["elbo"] = -(out["recon"] + out["kl_z"] + out["kl_s"])
+        out["active_units"] = active_units(torch.cat(z_means))
         return out
 
     def run_epoch(self) -> dict:

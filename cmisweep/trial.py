@@ -77,6 +77,10 @@ def evaluate(trainer: Trainer, data, cfg: TrialConfig, out_dir: Path) -> tuple[d
     for split, x in (("val", data.val_x), ("test", data.test_x)):
         # fp32 whatever the training precision: bf16 logits shift a 784-pixel sum by ~1%
         metrics.update({f"{split}/{k}": v for k, v in trainer.validate(x, precision="fp32").items()})
+    # posterior collapse as an outcome: the active units of z (Burda et al. 2016, Sect. 5.2) on the
+    # test set, counted from the test pass's own q(z|x) means
+    metrics["active_units"] = metrics.pop("test/active_units")
+    metrics["active_units_frac"] = metrics["active_units"] / trainer.model.z_dim
     artifacts: list[Path] = []
     if cfg.evaluation.enabled:
         suite = evaluate_images if cfg.data.modality == "image" else evaluate_speech

@@ -87,7 +87,7 @@ class DSAE(nn.Module):
         mean = self.decode(s, z).float()
         recon = gaussian_nll(x, mean, self.dec_logvar).sum((1, 2))
         kl_s = gaussian_kl(qs, ps).sum((1, 2))
-        return ElboTerms(recon, qz.kl_standard_normal(), kl_s, z, s)
+        return ElboTerms(recon, qz.kl_standard_normal(), kl_s, z, s, qz.mean)
 
     def local_features(self, x: torch.Tensor, z: torch.Tensor, sample: bool = True) -> torch.Tensor:
         return self.posterior_s(x, z, sample)[0]

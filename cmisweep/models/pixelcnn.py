@@ -103,7 +103,7 @@ class PixelCNNVAE(nn.Module):
         logits, s = self.decode(x, self.conditions(z))
         recon = F.binary_cross_entropy_with_logits(logits.float(), x, reduction="none").sum((1, 2, 3))
         kl_z = qz.kl_standard_normal()
-        return ElboTerms(recon, kl_z, torch.zeros_like(kl_z), z, s)
+        return ElboTerms(recon, kl_z, torch.zeros_like(kl_z), z, s, qz.mean)
 
     def local_features(self, x: torch.Tensor, z: torch.Tensor | None = None, sample: bool = True) -> torch.Tensor:
         """s = the input of layer s_layer; it depends on x alone (z joins from that layer on), so

@@ -44,6 +44,7 @@ class ElboTerms:
     kl_s: torch.Tensor  # KL(q(s|x,z) || p(s)); zeros where s is deterministic
     z: torch.Tensor  # z ~ q(z|x), (B, z_dim)
     s: torch.Tensor  # local features s, (B, ...) as the model defines them
+    z_mean: torch.Tensor  # E_q(z|x)[z], (B, z_dim): the active-unit count reads it (metrics/active_units.py)
 
 
 @dataclass(frozen=True)

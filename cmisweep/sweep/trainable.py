@@ -24,6 +24,7 @@ from cmisweep.status import TrialStatus
 from cmisweep.sweep.search import resolve
 from cmisweep.sweep.space import SearchSpace
 from cmisweep.trial import build_trainer, finish
+from cmisweep.training import cpu_bf16_features, cpu_model
 
 CHECKPOINT_FILE = "checkpoint.pt"
 FINAL_FILE = "final.json"  # in the last checkpoint: the final result, reported again after a restore
@@ -32,6 +33,14 @@ ERROR = "cmisweep/error"
 NODE = "cmisweep/node_id"  # the Ray node that evaluated the trial
 GPUS = "cmisweep/gpu_ids"  # the GPU ids Ray gave it ("" without one; "0" for four 0.25 trials on one GPU)
 STOPPED_AT = "cmisweep/stopped_at"  # the epoch (ASHA's rung) at which the scheduler stopped the trial
+# what a trial's numbers depend on beyond its config, in every result it reports (bf16 rounds
+# differently on different CPUs): the CPU's name, its native bf16 paths ("avx512_bf16,amx_tile",
+# one, or "none"), the precision the VAE trained in once `auto` was resolved ("bf16" / "fp32"),
+# and the device ("cpu", or the GPU's name)
+CPU_MODEL = "cmisweep/cpu_model"
+CPU_BF16 = "cmisweep/cpu_bf16"
+PRECISION = "cmisweep/precision"
+DEVICE = "cmisweep/device"
 _TMP = tempfile.gettempdir()  # the machine's, before a trial points tempfile at its node's scratch
 
 
@@ -60,6 +69,19 @@ def _numbers(metrics: dict) -> dict:
     return {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
+def run_record(trainer) -> dict:
+    """The trial's CPU, device and resolved training precision, under the keys above."""
+    device = torch.cuda.get_device_name(trainer.device) if trainer.device.type == "cuda" else trainer.device.type
+    return {CPU_MODEL: cpu_model(), CPU_BF16: cpu_bf16_features(), PRECISION: trainer.precision, DEVICE: device}
+
+
+def final_result(trainer, metrics: dict) -> dict:
+    """The final result of an evaluated trial: the last epoch's numbers, the evaluation's as
+    final/<name>, and the run record; the caller adds the status and where it ran."""
+    last = trainer.history[-1] if trainer.history else {"epoch": 0}
+    return {**_numbers(last), **{f"final/{k}": v for k, v in _numbers(metrics).items()}, **run_record(trainer)}
+
+
 def make_trainable(space: SearchSpace):
     """A function trainable bound to a space (passed as a plain dict: Ray pickles it)."""
     space_dict = space.model_dump()
@@ -84,12 +106,13 @@ def make_trainable(space: SearchSpace):
                 trainer.restore(Path(d) / CHECKPOINT_FILE)
 
         asks_to_stop = space.scheduler is not None and space.scheduler.evaluate_stopped
+        record = run_record(trainer)  # in every result: a trial the scheduler ends has no final one
         trial_id = tune.get_context().get_trial_id()
 
         def report_epoch(metrics: dict, trainer) -> None:
             with tempfile.TemporaryDirectory(prefix="cmisweep-ckpt-") as d:
                 trainer.save(Path(d) / CHECKPOINT_FILE)
-                tune.report(_numbers(metrics), checkpoint=tune.Checkpoint.from_directory(d))
+                tune.report({**_numbers(metrics), **record}, checkpoint=tune.Checkpoint.from_directory(d))
             if asks_to_stop and trainer.epoch < cfg.train.epochs:
                 from cmisweep.sweep.early_stop import stop_requested
 
@@ -101,7 +124,7 @@ def make_trainable(space: SearchSpace):
         try:
             trainer.fit(cfg.train.epochs, on_epoch=report_epoch)
         except TrainingDiverged as e:
-            tune.report({"epoch": e.epoch, STATUS: TrialStatus.FAILED.value, ERROR: str(e)})
+            tune.report({"epoch": e.epoch, STATUS: TrialStatus.FAILED.value, ERROR: str(e), **record})
             return
         except _StopRequested as stop:
             stopped_at = stop.epoch
@@ -109,8 +132,7 @@ def make_trainable(space: SearchSpace):
             out = Path(d)
             metrics, _ = finish(trainer, data, cfg, out / "artifacts")
             trainer.save(out / CHECKPOINT_FILE)
-            last = trainer.history[-1] if trainer.history else {"epoch": 0}
-            final = {**_numbers(last), **{f"final/{k}": v for k, v in _numbers(metrics).items()}}
+            final = final_result(trainer, metrics)
             final[STATUS] = (TrialStatus.FINISHED if stopped_at is None else TrialStatus.STOPPED).value
             final[NODE] = ray.get_runtime_context().get_node_id()  # where it ran: a cluster's placement
             final[GPUS] = ",".join(map(str, ray.get_gpu_ids()))
