@@ -68,6 +68,9 @@ def test_grid_sweep_end_to_end(finished_sweep):
         assert col in trials.columns, col
     assert (trials["status"] == "FINISHED").all() and trials["final/aolr"].between(0, 1).all()
     assert {"collapsed", "repeat_of"} <= set(trials.columns) and trials["repeat_of"].isna().all()
+    # the machine and the resolved precision each trial ran with (bf16 kernels differ between CPUs)
+    assert trials["cpu_model"].str.len().gt(0).all() and set(trials["precision"]) <= {"bf16", "fp32"}
+    assert trials["final/active_units"].between(0, 64).all()
     # the per-epoch history, so that the committed files alone can rebuild the reports
     epochs = pd.read_parquet(d / "epochs.parquet")
     assert sorted(epochs["name"]) == sorted(trials["name"]) and (epochs["epoch"] == 1).all()

@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import torch
 
-# Burda et al.'s cut: a posterior mean that moves with x by less than a tenth of the N(0, 1)
-# prior's standard deviation (variance 1e-2) tells the decoder next to nothing about x
-ACTIVE_UNIT_THRESHOLD = 1e-2
+# Burda et al.'s cut (defined with the collapse threshold, in the results' vocabulary)
+from cmisweep.vocabulary import ACTIVE_UNIT_VARIANCE as ACTIVE_UNIT_THRESHOLD
 
 
 def unit_activity(means: torch.Tensor) -> torch.Tensor:

@@ -9,10 +9,11 @@ import pandas as pd
 from cmisweep.status import TrialStatus, TuneStatus
 from cmisweep.sweep.search import point_from_config
 from cmisweep.sweep.space import point_name
-from cmisweep.sweep.trainable import GPUS, NODE, STATUS, STOPPED_AT
+from cmisweep.sweep.trainable import CPU_BF16, CPU_MODEL, DEVICE, GPUS, NODE, PRECISION, STATUS, STOPPED_AT
 
-# non-metric fields a trial's last result carries into trials.parquet (the machine it ran on)
-RECORDED = ("cpu_model", "precision")
+# non-metric fields a trial's last result carries into trials.parquet: the machine it ran on and
+# its resolved precision (bf16 kernels give different numbers on different CPUs)
+RECORDED = {"cpu_model": CPU_MODEL, "cpu_bf16": CPU_BF16, "precision": PRECISION, "device": DEVICE}
 EMPTY = pd.DataFrame(columns=["trial_id", "name", "status"])
 
 
@@ -51,7 +52,7 @@ def collect_trials(exp_dir: str, space) -> pd.DataFrame:
             "stopped_at": None if stopped_at is None else int(stopped_at),
             "node_id": last.get(NODE), "gpu_ids": last.get(GPUS),
         }
-        row.update({k: last.get(k) for k in RECORDED})
+        row.update({column: last.get(key) for column, key in RECORDED.items()})
         row.update({f"params.{k}": v for k, v in point.get("params", {}).items()})
         row.update({k: v for k, v in last.items() if k.startswith("final/")})
         rows.append(row)
