@@ -28,7 +28,7 @@ def searched_points(trials: pd.DataFrame, space) -> pd.DataFrame:
         return pd.DataFrame()
     t = t.assign(alpha=t["alpha"].astype(float))
     g = t.groupby(keys, dropna=False)
-    points = g[cols].mean().join(g.size().rename("n_seeds")).reset_index()
+    points = g[cols].mean().join(g["seed"].nunique().rename("n_seeds")).reset_index()  # distinct seeds
     # the Pareto front of the objectives (each turned to "higher is better")
     signed = np.column_stack([points[o.metric].to_numpy() * (1 if o.mode == "max" else -1) for o in objectives])
     points["on_front"] = non_dominated(signed)
