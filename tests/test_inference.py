@@ -153,3 +153,16 @@ def test_sign_flip_test_and_interval():
     lo, hi = sign_flip_ci(d)
     assert lo < d.mean() < hi and sign_flip_p(d - lo) == pytest.approx(0.05, abs=0.01)
     assert sign_flip_ci([1.0, 2.0, 3.0]) == (-np.inf, np.inf)
+
+
+@pytest.mark.parametrize("seeds, words", [(3, "undecidable at n = 3 whatever the data"), (8, "can be decided")])
+def test_the_dry_run_says_what_the_seeds_can_decide(tmp_path, seeds, words):
+    from cmisweep.sweep.plan import decidable
+    from cmisweep.sweep.space import load_space
+
+    p = tmp_path / "s.yaml"
+    p.write_text(yaml.safe_dump({"name": "s", "search": {"presets": ["beta", "cmi"], "seeds": list(range(seeds))},
+                                 "analysis": {"family": [{"claim": c, "baseline": "beta"} for c in
+                                                         ("aolr", "mcas", "ihat", "kl_ratio")]}}))
+    line = decidable(load_space(p))
+    assert words in line and "p < 0.0125" in line and "the floor is 7 seeds" in line

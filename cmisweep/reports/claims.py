@@ -132,7 +132,7 @@ def design_note(claims: pd.DataFrame, alpha: float = 0.05) -> str:
     if not np.isfinite(n):
         return f"Family: {m} members, {claims['family'].iloc[0]}; no member was evaluated."
     n = int(n)
-    floor = next(k for k in range(1, 64) if inf.smallest_p(k) < alpha / m)
+    floor = inf.seeds_floor(alpha / m)
     return (f"Family: {m} members, {claims['family'].iloc[0]}; Holm at alpha = {alpha:g}; the first step needs "
             f"p < {alpha / m:.3g}. Unit: the seed (n = {n}): the exact two-sided sign-flip test reaches at best "
             f"p = {inf.smallest_p(n):.3g} ({inf.smallest_p(n, False):.3g} one-sided), so "

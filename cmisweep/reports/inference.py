@@ -83,7 +83,7 @@ def seed_sd_upper(d, confidence: float = 0.8) -> float:
     return float(sd * math.sqrt((n - 1) / stats.chi2.ppf(1 - confidence, n - 1)))
 
 
-def _exact_floor(alpha: float, two_sided: bool = True) -> int:
+def seeds_floor(alpha: float, two_sided: bool = True) -> int:
     """The fewest seeds whose sign-flip test can reach p < alpha."""
     n = 1
     while smallest_p(n, two_sided) >= alpha:
@@ -96,7 +96,7 @@ def minimum_detectable(sd_upper: float, n: int, alpha: float, power: float) -> f
     inf when the exact test cannot reach alpha at n."""
     from statsmodels.stats.power import TTestPower
 
-    if n < _exact_floor(alpha) or not np.isfinite(sd_upper):
+    if n < seeds_floor(alpha) or not np.isfinite(sd_upper):
         return math.inf
     if sd_upper == 0:
         return 0.0
@@ -114,7 +114,7 @@ def seeds_needed(sesoi: float | None, sd_upper: float, alpha: float, power: floa
 
     if sesoi is None or not np.isfinite(sd_upper):
         return float("nan")
-    floor = _exact_floor(alpha, two_sided)
+    floor = seeds_floor(alpha, two_sided)
     if sd_upper == 0:
         return float(floor)
     try:

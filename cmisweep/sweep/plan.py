@@ -94,6 +94,7 @@ def plan(space: SearchSpace, measure: bool = True) -> str:
     else:
         lines.append("  sampled: " + ", ".join(f"{k} in [{r.low:g}, {r.high:g}]{' (log)' if r.log else ''}"
                                               for k, r in space.search.ranges().items()))
+    lines.append(decidable(space))
     if not measure:
         return "\n".join(lines)
     torch.set_num_threads(max(1, int(space.resources.cpu)))
@@ -128,6 +129,23 @@ def plan(space: SearchSpace, measure: bool = True) -> str:
     if space.resources.gpu > 0 and not torch.cuda.is_available():
         lines.append(f"note: the space asks {space.resources.gpu:g} GPU per trial and this machine has none")
     return "\n".join(lines)
+
+
+def decidable(space: SearchSpace) -> str:
+    """What the declared family can decide with the space's seeds (docs/design.md 5.2), before a
+    trial runs: the smallest p of the sign-flip test against Holm's first threshold."""
+    from cmisweep.reports.inference import seeds_floor, smallest_p
+
+    fam = space.analysis.family
+    n, alpha = len(space.search.seeds), space.analysis.alpha
+    if not fam:
+        return (f"analysis: no family declared: the claims measured will be judged post hoc; {n} seeds reach "
+                f"p {smallest_p(n):.3g} at best")
+    m = len(fam)
+    floor = seeds_floor(alpha / m)
+    verdict = "can be decided" if n >= floor else f"undecidable at n = {n} whatever the data"
+    return (f"analysis: {m} declared claims, Holm's first step needs p < {alpha / m:.3g}; {n} seeds reach "
+            f"p {smallest_p(n):.3g} at best: {verdict} (the floor is {floor} seeds)")
 
 
 def _cpus() -> int:
