@@ -165,4 +165,4 @@ def test_the_dry_run_says_what_the_seeds_can_decide(tmp_path, seeds, words):
                                  "analysis": {"family": [{"claim": c, "baseline": "beta"} for c in
                                                          ("aolr", "mcas", "ihat", "kl_ratio")]}}))
     line = decidable(load_space(p))
-    assert words in line and "p < 0.0125" in line and "the floor is 7 seeds" in line
+    assert words in line and "p < 0.0125" in line and "the floor is 8 seeds" in line  # 2^(1-8) < 0.05 / 4 < 2^(1-7)
