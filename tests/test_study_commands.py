@@ -34,3 +34,21 @@ def test_run_md_command_runs_what_ran(study):
     assert len(commands) == 1, f"{study}: expected one `cmisweep run $REPO/...` of a file in the study directory"
     ran = load_space(study / "space.yaml", stored=True)
     assert comparable(load_space(commands[0])) == comparable(ran)
+
+
+@pytest.mark.parametrize("study", ["fmnist-cpu-study", "speech-cpu-study"])
+def test_committed_reports_are_rewritten_from_the_committed_files(study, tmp_path):
+    """`cmisweep report results/studies/<study>` needs nothing but the committed files, and gives
+    back the committed claims and hypervolumes."""
+    import shutil
+
+    import pandas as pd
+
+    from cmisweep.cli import main
+
+    src = ROOT / "results" / "studies" / study
+    d = tmp_path / study
+    shutil.copytree(src, d, ignore=shutil.ignore_patterns("reports"))
+    assert main(["report", str(d)]) == 0
+    for name in ("claims.csv", "hypervolume.csv", "collapse.csv"):
+        pd.testing.assert_frame_equal(pd.read_csv(d / "reports" / name), pd.read_csv(src / "reports" / name))
