@@ -4,6 +4,7 @@ Every failure names the file, the key (or the line) and what was expected, as a 
 """
 from __future__ import annotations
 
+import copy
 import difflib
 import re
 import types
@@ -214,7 +215,7 @@ def _join(keys: list[str]) -> str | None:
 
 def apply_overrides(data: dict, overrides: list[str], file: str | Path | None = None) -> dict:
     """Apply KEY=VALUE overrides (dotted keys, YAML values) to a nested mapping, returning a copy."""
-    out = _deep_copy(data)
+    out = copy.deepcopy(data)
     for item in overrides:
         key, sep, text = item.partition("=")
         if not sep or not key:
@@ -243,9 +244,6 @@ def set_dotted(data: dict, key: str, value) -> None:
         node = child
     node[parts[-1]] = value
 
-
-def _deep_copy(d):
-    return {k: _deep_copy(v) for k, v in d.items()} if isinstance(d, dict) else d
 
 
 def validate(model: type[M], data: dict, file: str | Path | None) -> M:

@@ -252,8 +252,9 @@ def test_speech_sweep_reports_speaker_metrics(tmp_path):
     d = tmp_path / "results" / "speech-tiny"
     trials = pd.read_parquet(d / "trials.parquet")
     assert len(trials) == 2 and (trials["status"] == "FINISHED").all()
-    for col in ("final/eer_z", "final/eer_s", "final/vc_mcas", "final/test/kl_s", "final/ihat_exact"):
-        assert trials[col].between(-10, 1e6).all(), col
+    for col in ("final/eer_z", "final/eer_s", "final/vc_mcas"):  # rates, stored as fractions
+        assert trials[col].between(0, 1).all(), col
+    assert trials["final/ihat_exact"].notna().all() and trials["final/ihat_exact"].abs().lt(50).all()
     assert trials["final/test/kl_s"].gt(0).all()  # s is random in the DSAE: KL(s) is a real term
     # VC-mCAS as in App. 7 of the paper: 40 real segments, 10 pairs both ways; stored as a fraction
     assert (trials["final/vc_mcas_n_real"] == 40).all() and (trials["final/vc_mcas_n_pairs"] == 10).all()

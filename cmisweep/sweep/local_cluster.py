@@ -11,6 +11,8 @@ machine, other sweeps' included).
 from __future__ import annotations
 
 import os
+
+import psutil
 import shutil
 import signal
 import socket
@@ -69,17 +71,14 @@ class LocalCluster:
         session = next((w for w in text.split() if "/session_" in w and "/logs" in w), "")
         session = session.split("/logs")[0].rsplit("/", 1)[-1] if session else None
         out = []
-        for p in os.listdir("/proc"):
-            if not p.isdigit():
-                continue
+        for proc in psutil.process_iter(["pid", "cmdline"]):
             try:
-                if self.proc is not None and os.getpgid(int(p)) == self.proc.pid:
-                    out.append(int(p))
-                    continue
-                if session and session in Path(f"/proc/{p}/cmdline").read_bytes().decode(errors="replace"):
-                    out.append(int(p))
-            except (OSError, ProcessLookupError):
-                pass
+                if self.proc is not None and os.getpgid(proc.pid) == self.proc.pid:
+                    out.append(proc.pid)
+                elif session and session in " ".join(proc.info["cmdline"] or ()):
+                    out.append(proc.pid)
+            except (psutil.Error, OSError):
+                pass  # gone meanwhile, or not ours to read
         return out
 
     def stop(self, grace_s: float = 10) -> None:
@@ -110,7 +109,6 @@ class LocalCluster:
 def alive(pid: int) -> bool:
     """The process exists and is not a zombie."""
     try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
         return False
-    return state != "Z"
