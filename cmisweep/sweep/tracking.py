@@ -39,10 +39,6 @@ TUNE_KEYS = {"time_this_iter_s", "timestamp", "training_iteration", "pid", "time
              "iterations_since_restore", "time_since_restore", "checkpoint_dir_name"}
 
 
-def default_uri(results_root: Path) -> str:
-    return f"sqlite:///{(results_root / 'mlflow.db').resolve()}"
-
-
 def check_uri(uri: str, file: str | None = None, key: str | None = "tracking.uri") -> None:
     """Refuse a tracking URI that cannot work, before anything starts."""
     if uri.startswith(("http://", "https://")):
