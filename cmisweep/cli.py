@@ -29,11 +29,13 @@ def cmd_train(args) -> int:
     if args.epochs is not None:
         overrides.append(f"train.epochs={args.epochs}")
     cfg = configio.validate(TrialConfig, configio.apply_overrides(raw, overrides, args.config), args.config)
-    from cmisweep.sweep.tracking import check_uri, default_uri, log_train_run
+    from cmisweep.sweep.tracking import check_uri, log_train_run
+    from cmisweep.tracking_uri import tracking_uri
 
     results = Path(args.results)
-    uri = args.tracking_uri or default_uri(results)
-    check_uri(uri, None, "--tracking-uri")
+    store = tracking_uri(args.tracking_uri, None, results)
+    check_uri(*store)
+    uri = store.uri
     out = Path(args.out) if args.out else results / "train" / cfg.name
     ckpt = out / "checkpoint.pt"
     resume = ckpt if args.resume and ckpt.exists() else None
@@ -171,7 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a key, e.g. --set regularizer.preset=beta (repeatable; VALUE is YAML)")
     t.add_argument("--resume", action="store_true", help="continue from the checkpoint in the output directory")
     t.add_argument("--results", default="results", help="results root: the MLflow store (default ./results)")
-    t.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite under --results)")
+    t.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite under "
+                                          "--results)")
     t.add_argument("--experiment", default="train", help="MLflow experiment of the run (default: train)")
     t.set_defaults(func=cmd_train)
 
@@ -181,7 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--dry-run", action="store_true", help="print the plan and its cost here; start nothing")
     r.add_argument("--no-measure", action="store_true", help="with --dry-run: skip the timing of training steps")
     r.add_argument("--address", help="a Ray cluster to join (default: $RAY_ADDRESS, else a local Ray)")
-    r.add_argument("--tracking-uri", help="MLflow tracking URI (default: the space's, else sqlite under results/)")
+    r.add_argument("--tracking-uri", help="MLflow tracking URI (default: the space's, else $MLFLOW_TRACKING_URI, "
+                                          "else sqlite under results/)")
     r.add_argument("--results", default="results", help="results root (default ./results)")
     r.add_argument("--storage", help="storage for trial checkpoints shared by all nodes of a cluster "
                                      "(e.g. s3://bucket/prefix; default: results/<name>/tune, or $CMISWEEP_STORAGE)")
@@ -203,7 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
     u = sub.add_parser("ui", help="start the MLflow UI for a sweep's tracking store")
     u.add_argument("sweep", nargs="?", help="a sweep name (default: the shared store under results/)")
     u.add_argument("--results", default="results")
-    u.add_argument("--tracking-uri")
+    u.add_argument("--tracking-uri", help="MLflow tracking URI (default: the sweep's, else $MLFLOW_TRACKING_URI, "
+                                          "else sqlite under results/)")
     u.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)")
     u.add_argument("--port", type=int, default=5000)
     u.set_defaults(func=cmd_ui)

@@ -74,9 +74,9 @@ def _model_dir(where: Path) -> Path | None:
 
 
 def _tracking_uri(tracking_uri: str | None) -> str:
-    from cmisweep.sweep.tracking import default_uri
+    from cmisweep.tracking_uri import tracking_uri as rule
 
-    return tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_uri(Path("results"))
+    return rule(tracking_uri).uri
 
 
 def model_path(run_or_dir: str | Path, tracking_uri: str | None = None) -> Path:

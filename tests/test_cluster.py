@@ -33,9 +33,12 @@ def _one_trial(tmp_path, name):
 
 
 def _jobs(port: int) -> int:
-    """Jobs (drivers) the cluster has seen, counting this probe's own connection."""
+    """Jobs (drivers) the cluster has seen, counting this probe's own connection: the cluster numbers
+    its jobs 1, 2, ... as drivers connect, and the probe's job id (public: the runtime context) is
+    that number, little-endian. The state API (ray.util.state.list_jobs) would need the dashboard,
+    which this head runs without."""
     code = ("import ray; ray.init(address='127.0.0.1:%d', log_to_driver=False, configure_logging=False); "
-            "print(len(ray._private.state.jobs()))" % port)
+            "print(int.from_bytes(bytes.fromhex(ray.get_runtime_context().get_job_id()), 'little'))" % port)
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                        env={**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_ADDRESS": ""})
     assert r.returncode == 0, r.stderr[-2000:]
@@ -195,11 +198,14 @@ def test_a_tracking_server_down_for_a_while_delays_the_data_but_loses_none(tmp_p
 
 
 
+# the fixed node id that Ray's fake multi-node provider gives the head (FAKE_HEAD_NODE_ID of its
+# private module ray.autoscaler._private.fake_multi_node.node_provider, Ray 2.60)
+FAKE_HEAD_NODE_ID = "fffffffffffffffffffffffffffffffffffffffffffffffffff00000"
+
+
 def _worker_raylets() -> dict[int, str]:
     """{pid: node id} of the raylets of the fake provider's worker nodes (the provider gives each
     node its id through RAY_OVERRIDE_NODE_ID_FOR_TESTING, the head too: its fixed id is left out)."""
-    from ray.autoscaler._private.fake_multi_node.node_provider import FAKE_HEAD_NODE_ID
-
     out = {}
     for p in os.listdir("/proc"):
         if not p.isdigit() or not _cmdline(p).split("\0")[0].endswith("/raylet"):

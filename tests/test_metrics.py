@@ -88,6 +88,35 @@ def test_cmisweep_train_end_to_end(fmnist_dir, tmp_path):
     assert model.encode(x).mean.shape == (2, cfg["model"]["z_dim"])
 
 
+@pytest.mark.slow(25)
+def test_train_sample_and_load_find_the_same_store_through_mlflow_tracking_uri(fmnist_dir, tmp_path, monkeypatch):
+    """One rule for the MLflow store (cmisweep.tracking_uri): with $MLFLOW_TRACKING_URI set and no
+    --tracking-uri, `cmisweep train` logs its run there, and `cmisweep sample` and `cmisweep.load`
+    find it there by its id; the default store under results/ stays untouched."""
+    import re
+
+    from helpers import cli
+
+    import cmisweep
+
+    store = tmp_path / "elsewhere" / "mlflow.db"
+    store.parent.mkdir()
+    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{store}"}
+    cfg = tiny_trial(evaluation={"enabled": False})
+    r = cli("train", _write(tmp_path, cfg), "--out", tmp_path / "out", cwd=tmp_path, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    run_id = re.search(r"MLflow run ([0-9a-f]{32})", r.stderr).group(1)
+    assert store.is_file() and not (tmp_path / "results" / "mlflow.db").exists()
+    s = cli("sample", run_id, "--n", "2", "--out", tmp_path / "grid.png", cwd=tmp_path, env=env, timeout=300)
+    assert s.returncode == 0, s.stderr[-3000:]
+    assert (tmp_path / "grid.png").is_file()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", env["MLFLOW_TRACKING_URI"])
+    model, back = cmisweep.load(run_id)
+    assert type(model).__name__ == "PixelCNNVAE" and back.model_dump() == yaml.safe_load(
+        (tmp_path / "out" / "trial.yaml").read_text())
+
+
 def test_cmisweep_train_bad_config_exits_2(tmp_path):
     p = tmp_path / "bad.yaml"
     p.write_text("train:\n  epochs: -1\n")

@@ -149,6 +149,41 @@ def test_replicates_tell_the_searcher_each_metrics_mean():
     assert inner.told == [("t0", {"kl": 2.0, "acc": pytest.approx(0.6)})]
 
 
+def test_replicates_survive_save_and_restore(tmp_path):
+    """What a driver killed mid-group leaves: a searcher restored from its saved state (Tune's
+    Searcher.save / restore) fills the group it was filling with the same config, and tells Optuna
+    the mean of replicates completed before and after the restore."""
+    import optuna
+
+    space = load_space_dict(tiny_space(search={"presets": ["cmi"], "gamma": {"low": 0.0, "high": 0.5},
+                                               "seeds": [0, 1]},
+                                       algorithm={"kind": "tpe", "num_samples": 2, "objectives": [
+                                           {"metric": "final/aolr", "mode": "max"}]}))
+
+    def fresh():
+        algo = search.search_algorithm(space, str(tmp_path / "optuna.db"))
+        algo.set_search_properties(None, None, search.param_space(space))
+        return algo
+
+    first = fresh()
+    a0, a1, b0 = first.suggest("a0"), first.suggest("a1"), first.suggest("b0")
+    assert (a0["__trial_index__"], a1["__trial_index__"], b0["__trial_index__"]) == (0, 1, 0)
+    assert a0["point"] == a1["point"] != b0["point"]
+    first.on_trial_complete("a0", {"final/aolr": 0.5})
+    first.on_trial_complete("b0", {"final/aolr": 0.9})
+    first.save(str(tmp_path / "searcher.pkl"))
+
+    back = fresh()
+    back.restore(str(tmp_path / "searcher.pkl"))
+    b1 = back.suggest("b1")
+    assert b1["__trial_index__"] == 1 and b1["point"] == b0["point"]
+    back.on_trial_complete("a1", {"final/aolr": 0.7})
+    back.on_trial_complete("b1", None, error=True)  # b's mean is b0's alone
+    study = optuna.load_study(study_name=space.name, storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    told = sorted(t.value for t in study.trials if t.value is not None)
+    assert told == [pytest.approx(0.6), pytest.approx(0.9)]
+
+
 def test_speech_spaces_match_the_paper():
     for name in ("timit", "speech"):
         space = load_space(SPACES / f"{name}.yaml")

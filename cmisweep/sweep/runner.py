@@ -31,7 +31,17 @@ from cmisweep.sweep import storage as shared_storage
 from cmisweep.sweep.space import SearchSpace, load_space
 
 
+def find_sweep(sweep: str, results_root: str | Path) -> Path:
+    """The directory of a sweep that a command names (report, ui): a path (it has a separator, or
+    is a directory holding sweep.json or a committed sweep's files) as is, a bare name under the
+    results root."""
+    p = Path(sweep)
+    here = (p / "sweep.json").is_file() or ((p / "space.yaml").is_file() and (p / "trials.parquet").is_file())
+    return p if ("/" in sweep or here) else Path(results_root) / sweep
+
+
 def sweep_dir_for(space: SearchSpace, results_root: Path, file: str | None) -> Path:
+    """Where a space's sweep goes: under the results root by its name, never anywhere else."""
     root = results_root.resolve()
     d = (root / space.name).resolve()
     if d.parent != root:  # the name check already refuses this; a second guard costs nothing
@@ -80,11 +90,11 @@ def check_address(address: str) -> None:
                           "leave --address and RAY_ADDRESS unset for a local Ray") from None
 
 
-def tracking_uri_of(space: SearchSpace, tracking_uri: str | None, results_root: Path) -> str:
-    from cmisweep.sweep.tracking import default_uri
+def tracking_uri_of(space: SearchSpace, tracking_uri: str | None, results_root: Path, file: str | None):
+    """The store of a new sweep: cmisweep.tracking_uri's rule, the space's tracking.uri second."""
+    from cmisweep.tracking_uri import tracking_uri as rule
 
-    return (tracking_uri or space.tracking.uri or os.environ.get("CMISWEEP_TRACKING_URI")
-            or default_uri(results_root))
+    return rule(tracking_uri, space.tracking.uri, results_root, file)
 
 
 def check(path: str, *, address: str | None = None, tracking_uri: str | None = None,
@@ -94,8 +104,7 @@ def check(path: str, *, address: str | None = None, tracking_uri: str | None = N
     from cmisweep.sweep import tracking
 
     space = load_space(path, overrides)
-    uri = tracking_uri_of(space, tracking_uri, Path(results_root))
-    tracking.check_uri(uri, *(("--tracking-uri", None) if tracking_uri else (path, "tracking.uri")))
+    tracking.check_uri(*tracking_uri_of(space, tracking_uri, Path(results_root), path))
     preflight(space, path, address or os.environ.get("RAY_ADDRESS"), resources=False)
     if storage or os.environ.get("CMISWEEP_STORAGE"):
         shared_storage.check(storage or os.environ["CMISWEEP_STORAGE"], "--storage" if storage else "$CMISWEEP_STORAGE")
@@ -116,6 +125,7 @@ def run(path: str, *, resume: bool = False, address: str | None = None, tracking
         results_root: str | Path = "results", dashboard: bool = False, verbose: bool = True,
         overrides: list[str] | tuple = (), storage: str | None = None) -> int:
     from cmisweep.sweep import tracking
+    from cmisweep.tracking_uri import tracking_uri as uri_rule
 
     results_root = Path(results_root)
     space = load_space(path, overrides)
@@ -126,17 +136,16 @@ def run(path: str, *, resume: bool = False, address: str | None = None, tracking
             raise ConfigError(path, "name", f"nothing to resume: {sweep_dir} holds no sweep (run without --resume)")
         meta = json.loads(state.read_text())
         space = load_space(sweep_dir / "space.yaml", stored=True)  # the space the sweep started with
-        uri = tracking_uri or meta["tracking_uri"]
+        # the store the sweep started with (sweep.json), unless the command line names another
+        store = uri_rule(tracking_uri, meta["tracking_uri"], results_root, state)
     else:
         if sweep_dir.exists() and any(sweep_dir.iterdir()):
             raise ConfigError(path, "name", f"{sweep_dir} already holds a sweep: add --resume to continue it, "
                                             "or give the space another name")
-        uri = tracking_uri_of(space, tracking_uri, results_root)
-        meta = {"sweep_id": uuid.uuid4().hex, "tracking_uri": uri, "name": space.name}
-    if tracking_uri:
-        tracking.check_uri(uri, "--tracking-uri", None)
-    else:
-        tracking.check_uri(uri, path, "tracking.uri")
+        store = tracking_uri_of(space, tracking_uri, results_root, path)
+        meta = {"sweep_id": uuid.uuid4().hex, "tracking_uri": store.uri, "name": space.name}
+    tracking.check_uri(*store)
+    uri = store.uri
     address = address or os.environ.get("RAY_ADDRESS")
     preflight(space, path, address)
     space = pin_data_path(space)
@@ -351,8 +360,7 @@ def report(sweep: str, results_root: str | Path = "results", against: str | None
     from cmisweep.sweep.progress import summary_table
     from cmisweep.sweep.tracking import SweepRun
 
-    # a path (it has a separator or exists) names the directory; a bare name is looked up under results/
-    d = Path(sweep) if ("/" in sweep or Path(sweep).is_dir()) else Path(results_root) / sweep
+    d = find_sweep(sweep, results_root)
     live = (d / "sweep.json").exists()
     if not live and not ((d / "space.yaml").exists() and (d / "trials.parquet").exists()):
         raise ConfigError(None, "SWEEP", f"no sweep at {d} (expected {d / 'sweep.json'}, or a committed sweep's "

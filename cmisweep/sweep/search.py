@@ -13,32 +13,104 @@ by the runner), and the space's validation checks the names instead.
 """
 from __future__ import annotations
 
+import copy
+import pickle
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 from ray import tune
 from ray.tune.search import Searcher
-from ray.tune.search.repeater import TRIAL_INDEX, Repeater
 
 from cmisweep.config import TrialConfig
 from cmisweep.sweep.space import Range, SearchSpace, grid_points, point_name, trial_config
 
 
-class Replicates(Repeater):
-    """Ray's Repeater for one metric or several: each sampled config runs once per seed and the
-    searcher receives every metric's mean over the replicates."""
+# the config key of a replicate's index (its seed follows from it: `point_from_config`); Ray's
+# Repeater used this name, so sweeps started before cmisweep grouped its own replicates keep their seeds
+TRIAL_INDEX = "__trial_index__"
 
-    def on_trial_complete(self, trial_id: str, result: dict | None = None, **kwargs) -> None:
-        group = self._trial_id_to_group[trial_id]
-        metrics = self.searcher.metric if isinstance(self.searcher.metric, list) else [self.searcher.metric]
-        group.report(trial_id, {m: _number((result or {}).get(m)) for m in metrics})
-        if group.finished_reporting():
-            means = {m: float(np.nanmean([s[m] for s in group.scores()])) if any(
-                np.isfinite(s[m]) for s in group.scores()) else float("nan") for m in metrics}
-            if all(np.isfinite(v) for v in means.values()):
-                self.searcher.on_trial_complete(group.primary_trial_id, result=means, **kwargs)
-            else:  # every replicate failed or was stopped unevaluated: a failed point, not a NaN score
-                self.searcher.on_trial_complete(group.primary_trial_id, result=None, error=True)
+
+class Replicates(Searcher):
+    """Seed replicates of a sampled point, for one metric or several: each config the wrapped
+    searcher suggests runs once per seed (config[TRIAL_INDEX] = the replicate's index), and the
+    wrapped searcher is told every metric's mean over the replicates once all of them completed, as
+    the result of the group's first trial (the id it suggested the config for). A group none of
+    whose replicates has a number is told as an error: a failed point, not a NaN score.
+
+    The wrapped searcher is `inner`, not `searcher`: Tune saves a wrapper that has a `searcher`
+    through get_state/set_state and the base searcher separately; under another name this class is
+    the base searcher, and Tune saves the whole of it (groups and wrapped searcher) through the
+    public Searcher.save / restore below."""
+
+    def __init__(self, searcher: Searcher, repeat: int = 1):
+        self.inner = searcher
+        self.repeat = repeat
+        self.groups: dict[str, dict] = {}  # first trial id -> {"config", "members": [ids], "scores": {id: {m: v}}}
+        self.group_of: dict[str, str] = {}  # trial id -> its group's first trial id
+        self.current: str | None = None  # the group being filled
+        super().__init__(metric=searcher.metric, mode=searcher.mode)
+
+    def set_search_properties(self, metric, mode, config: dict, **spec) -> bool:
+        # the search space comes from Tune's param_space: OptunaSearch builds its study from it
+        ok = self.inner.set_search_properties(metric, mode, config, **spec)
+        if ok:
+            self._metric, self._mode = self.inner.metric, self.inner.mode
+        return ok
+
+    def suggest(self, trial_id: str) -> dict | None:
+        group = self.groups.get(self.current) if self.current else None
+        if group is None or len(group["members"]) >= self.repeat:
+            config = self.inner.suggest(trial_id)
+            if config is None or config == Searcher.FINISHED:
+                return config
+            group = {"config": copy.deepcopy(config), "members": [], "scores": {}}
+            self.groups[trial_id] = group
+            self.current = trial_id
+        self.group_of[trial_id] = self.current
+        config = copy.deepcopy(group["config"])
+        config[TRIAL_INDEX] = len(group["members"])
+        group["members"].append(trial_id)
+        return config
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        first = self.group_of.get(trial_id)
+        if first is None:  # not suggested by this searcher (nothing to tell the wrapped one)
+            return
+        group = self.groups[first]
+        metrics = self.metric if isinstance(self.metric, list) else [self.metric]
+        group["scores"].setdefault(trial_id, {m: _number((result or {}).get(m)) for m in metrics})
+        if len(group["scores"]) < self.repeat:
+            return
+        scores = list(group["scores"].values())
+        means = {m: float(np.nanmean([s[m] for s in scores])) if any(np.isfinite(s[m]) for s in scores)
+                 else float("nan") for m in metrics}
+        if all(np.isfinite(v) for v in means.values()):
+            self.inner.on_trial_complete(first, result=means)
+        else:  # every replicate failed or was stopped unevaluated: a failed point, not a NaN score
+            self.inner.on_trial_complete(first, result=None, error=True)
+
+    def save(self, checkpoint_path: str) -> None:
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="cmisweep-searcher-") as d:
+            inner = Path(d) / "inner.pkl"
+            self.inner.save(str(inner))
+            state = {"groups": self.groups, "group_of": self.group_of, "current": self.current,
+                     "inner": inner.read_bytes()}
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump(state, f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        import tempfile
+
+        with open(checkpoint_path, "rb") as f:
+            state = pickle.load(f)
+        self.groups, self.group_of, self.current = state["groups"], state["group_of"], state["current"]
+        with tempfile.TemporaryDirectory(prefix="cmisweep-searcher-") as d:
+            inner = Path(d) / "inner.pkl"
+            inner.write_bytes(state["inner"])
+            self.inner.restore(str(inner))
 
 
 def _number(v) -> float:
@@ -115,7 +187,7 @@ def search_algorithm(space: SearchSpace, study_db: str | None = None) -> Searche
     searcher = OptunaSearch(metric=metrics if len(metrics) > 1 else metrics[0],
                             mode=modes if len(modes) > 1 else modes[0], sampler=sampler,
                             study_name=space.name, storage=storage)
-    return Replicates(searcher, repeat=len(space.search.seeds), set_index=True)
+    return Replicates(searcher, repeat=len(space.search.seeds))
 
 
 def num_samples(space: SearchSpace) -> int:

@@ -1,12 +1,18 @@
-"""A consistent copy of Ray Tune's experiment state, so that a driver killed at any moment resumes.
+"""A whole copy of Ray Tune's experiment state, so that a driver killed at any moment resumes.
 
-Tune writes its state (trial list, searcher, search generator) into a local staging directory in
-the driver's thread, then uploads it to the experiment directory with a multi-threaded, non-atomic
-copy. A SIGKILL during that copy leaves empty or truncated files there (seen: all of them 0 bytes),
-and `--resume` then fails or restarts the searcher without its search space. The callback below
-copies the staging files, which are complete whenever a callback runs (same thread), into
-results/<sweep>/tune-state/ after every result; `repair` puts that copy back when the experiment
-directory's state does not load. Local storage only: object stores (S3) write each object whole.
+Tune saves its state (trial list, searcher) in the driver, into the driver's copy of the experiment
+directory (`Trial.local_experiment_path`, where Tune's own loggers write too), then uploads it into
+the experiment directory (the storage_path/name the runner gives Tune) from a background thread,
+with a non-atomic copy. A SIGKILL during that copy leaves empty or truncated files there (seen: all
+of them 0 bytes), and `--resume` then fails or restarts the searcher without its search space.
+
+The callback below copies the driver's files (the top level: the trial directories hold
+checkpoints, which Tune keeps itself) into results/<sweep>/tune-state/ after every result. They are
+whole whenever a callback runs: Tune writes them (each through a rename) in the thread that runs
+the callbacks, while an upload, in another thread, only reads them; a copy of the experiment
+directory instead could be taken halfway through an upload. `repair` puts the copy back when the
+experiment directory's files do not all load. Local storage only: object stores (S3) write each
+object whole.
 """
 from __future__ import annotations
 
@@ -18,16 +24,15 @@ from pathlib import Path
 
 from ray import tune
 
-PATTERNS = ("experiment_state-*.json", "search_gen_state-*.json", "searcher-state-*.pkl", "tuner.pkl")
 
-
-def _state_files(directory: Path) -> list[Path]:
-    return sorted(f for pattern in PATTERNS for f in directory.glob(pattern))
+def _files(directory: Path) -> list[str]:
+    """The directory's top-level files, hidden ones (Tune's markers and temporary files) left out."""
+    return sorted(e.name for e in os.scandir(directory) if not e.name.startswith(".") and e.is_file())
 
 
 def _loads(path: Path) -> bool:
-    """Whether a state file loads: JSON (the trial list) or a pickle (Tune pickles the search
-    generator's state into a .json file too)."""
+    """Whether a state file loads: JSON, or a pickle (Tune pickles some state into .json files
+    too). A truncated file fails both."""
     data = path.read_bytes()
     if not data:
         return False
@@ -46,21 +51,26 @@ def _loads(path: Path) -> bool:
 
 
 class StateBackup(tune.Callback):
+    """After every result, a copy of the driver's experiment state files in backup_dir, replaced
+    whole (a new directory, then two renames)."""
+
     def __init__(self, backup_dir: Path):
         self.backup_dir = Path(backup_dir)
 
     def _save(self, trials) -> None:
         if not trials:
             return
-        staging = Path(trials[0].storage.experiment_driver_staging_path)
-        files = _state_files(staging)
-        if not any(f.name.startswith("experiment_state-") for f in files):
+        staging = Path(trials[0].local_experiment_path)
+        if not staging.is_dir():
+            return
+        files = _files(staging)
+        if not files:
             return
         new = self.backup_dir.with_name(self.backup_dir.name + ".new")
         shutil.rmtree(new, ignore_errors=True)
         new.mkdir(parents=True)
-        for f in files:
-            shutil.copy2(f, new / f.name)
+        for name in files:
+            shutil.copy2(staging / name, new / name)
         old = self.backup_dir.with_name(self.backup_dir.name + ".old")
         shutil.rmtree(old, ignore_errors=True)
         if self.backup_dir.exists():
@@ -79,24 +89,24 @@ class StateBackup(tune.Callback):
 
 
 def repair(exp_dir: str, backup_dir: Path) -> bool:
-    """If the experiment directory's state files do not all load, replace them with the backup
-    (the last complete copy; a crash between the backup's two renames leaves it as .old). Returns
-    whether it repaired."""
+    """If the experiment directory's files do not all load, put the backup's back (the last whole
+    copy; a crash between the backup's two renames leaves it as .old). Returns whether it repaired."""
     exp = Path(exp_dir)
     if "://" in exp_dir or not exp.is_dir():
         return False
-    files = _state_files(exp)
-    if files and all(_loads(f) for f in files):
+    names = _files(exp)
+    if names and all(_loads(exp / n) for n in names):
         return False
     backup_dir = Path(backup_dir)
-    source = next((d for d in (backup_dir, backup_dir.with_name(backup_dir.name + ".old")) if d.is_dir()
-                   and _state_files(d) and all(_loads(f) for f in _state_files(d))), None)
+    source = next((d for d in (backup_dir, backup_dir.with_name(backup_dir.name + ".old"))
+                   if d.is_dir() and _files(d) and all(_loads(d / n) for n in _files(d))), None)
     if source is None:
         return False
-    keep = {"tuner.pkl"} - {f.name for f in _state_files(source)}  # written once at the start, not staged
-    for f in files:
-        if f.name not in keep or not _loads(f):
-            f.unlink()
-    for f in _state_files(source):
-        shutil.copy2(f, exp / f.name)
+    # a broken file goes; a whole one the backup lacks stays (what Tune writes straight into the
+    # experiment directory once, at the start, rather than through the driver's copy)
+    for name in names:
+        if not _loads(exp / name):
+            (exp / name).unlink()
+    for name in _files(source):
+        shutil.copy2(source / name, exp / name)
     return True

@@ -39,10 +39,6 @@ TUNE_KEYS = {"time_this_iter_s", "timestamp", "training_iteration", "pid", "time
              "iterations_since_restore", "time_since_restore", "checkpoint_dir_name"}
 
 
-def default_uri(results_root: Path) -> str:
-    return f"sqlite:///{(results_root / 'mlflow.db').resolve()}"
-
-
 def check_uri(uri: str, file: str | None = None, key: str | None = "tracking.uri") -> None:
     """Refuse a tracking URI that cannot work, before anything starts."""
     if uri.startswith(("http://", "https://")):
@@ -359,18 +355,24 @@ def error_message(trial) -> str:
     last = trial.last_result or {}
     if last.get(ERROR):
         return str(last[ERROR])
-    name = getattr(trial.run_metadata, "error_filename", None)
-    if name:
-        try:  # the copy in the trial's storage: readable without a running Ray (cmisweep report)
-            storage = trial.storage
-            with storage.storage_filesystem.open_input_stream(f"{storage.trial_fs_path}/{name}") as f:
-                text = f.read().decode(errors="replace")
-            lines = [ln for ln in text.splitlines() if ln.strip()]
-            if lines:
-                return lines[-1].strip()
-        except Exception:  # noqa: BLE001 - a missing error file must not hide the other trials
-            pass
-    return "trial failed (no error recorded)"
+    lines = [ln for ln in str(_error_text(trial) or "").splitlines() if ln.strip()]
+    return lines[-1].strip() if lines else "trial failed (no error recorded)"
+
+
+def _error_text(trial) -> str | None:
+    """Tune's error file of a trial: the driver's copy while Tune runs (a callback sees it before
+    Tune uploads it), else the one in the trial's storage (cmisweep report, without a running Ray;
+    storage may be shared: S3)."""
+    try:
+        local = trial.error_file
+        if local and Path(local).is_file():
+            return Path(local).read_text(errors="replace")
+    except Exception:  # noqa: BLE001 - a trial read back from storage has no driver's copy
+        pass
+    try:
+        return trial.get_error()
+    except Exception:  # noqa: BLE001 - a missing error file must not hide the other trials
+        return None
 
 
 def _is_number(v) -> bool:

@@ -14,23 +14,19 @@ from pathlib import Path
 
 from cmisweep.errors import ConfigError
 from cmisweep.status import ExitCode
-from cmisweep.sweep.tracking import default_uri
+from cmisweep.sweep.runner import find_sweep
+from cmisweep.tracking_uri import tracking_uri
 
 
 def tracking_uri_for(sweep: str | None, results_root: Path, uri: str | None) -> str:
-    if uri:
-        return uri
-    if sweep:
-        state = _sweep_dir(sweep, results_root) / "sweep.json"
+    """The store to show: cmisweep.tracking_uri's rule, a sweep's recorded store second."""
+    recorded = None
+    if sweep and not uri:
+        state = find_sweep(sweep, results_root) / "sweep.json"
         if not state.exists():
             raise ConfigError(None, "SWEEP", f"no sweep {sweep!r} under {results_root} (no {state})")
-        return json.loads(state.read_text())["tracking_uri"]
-    return default_uri(results_root)
-
-
-def _sweep_dir(sweep: str, results_root: Path) -> Path:
-    p = Path(sweep)
-    return p if (p / "sweep.json").exists() else results_root / sweep
+        recorded = json.loads(state.read_text())["tracking_uri"]
+    return tracking_uri(uri, recorded, results_root).uri
 
 
 def server_command(uri: str, host: str, port: int) -> tuple[list[str], dict]:
@@ -46,7 +42,7 @@ def experiment_of(sweep: str | None, results_root: Path) -> str | None:
         return None
     import yaml
 
-    space = yaml.safe_load((_sweep_dir(sweep, results_root) / "space.yaml").read_text()) or {}
+    space = yaml.safe_load((find_sweep(sweep, results_root) / "space.yaml").read_text()) or {}
     return (space.get("tracking") or {}).get("experiment") or space.get("name")
 
 
