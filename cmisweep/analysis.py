@@ -17,9 +17,9 @@ from typing import Annotated, Literal, NamedTuple
 
 from pydantic import Field, model_validator
 
-from cmisweep.config import IMAGE_SETS, Strict
+from cmisweep.config import Strict
 from cmisweep.regularizer import Preset
-from cmisweep.vocabulary import KL
+from cmisweep.vocabulary import KL, modality
 
 
 class ClaimSpec(NamedTuple):
@@ -81,10 +81,6 @@ class Analysis(Strict):
         if len(set(keys)) != len(keys):
             raise ValueError("family: a (claim, baseline) pair is listed twice")
         return self
-
-
-def modality(dataset: str) -> str:
-    return "image" if dataset in IMAGE_SETS else "speech"
 
 
 def kl_cap(analysis: Analysis | None, dataset: str) -> float:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from cmisweep.errors import CmisweepError
 from cmisweep.status import ExitCode
+from cmisweep.vocabulary import IMAGE_SETS
 
 
 def _fmt(v) -> str:
@@ -250,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("data", help="data sets")
     dsub = d.add_subparsers(dest="data_command", required=True)
     f = dsub.add_parser("fetch", help="download and verify MNIST / Fashion-MNIST")
-    f.add_argument("datasets", nargs="+", choices=["mnist", "fashion-mnist"])
+    f.add_argument("datasets", nargs="+", choices=IMAGE_SETS)
     f.add_argument("--dest", default="data", help="root directory (default ./data)")
     f.add_argument("--if-missing", action="store_true",
                    help="skip a data set already found ($CMISWEEP_DATA, ./data, Debian's dir)")

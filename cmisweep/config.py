@@ -24,13 +24,11 @@ PosInt = Annotated[int, Field(gt=0)]
 PosFloat = Annotated[float, Field(gt=0)]
 
 
-IMAGE_SETS = ("mnist", "fashion-mnist")
-SPEECH_SETS = ("speech-synth", "speech-folder", "timit", "japanese-vowels")
+from cmisweep.vocabulary import IMAGE_SETS, SPEECH_SETS, Dataset, modality  # noqa: F401 - names of the configs
 
 
 class DataConfig(Strict):
-    dataset: Literal["mnist", "fashion-mnist", "speech-synth", "speech-folder", "timit", "japanese-vowels"] = (
-        "fashion-mnist")
+    dataset: Dataset = "fashion-mnist"
     path: str | None = None  # a directory; default: $CMISWEEP_DATA, ./data (and Debian's dir for images)
     split_seed: Annotated[int, Field(ge=0)] = 0
     train_size: PosInt | None = None  # a seeded subset of the training examples (segments), for reduced runs
@@ -43,7 +41,7 @@ class DataConfig(Strict):
 
     @property
     def modality(self) -> str:
-        return "image" if self.dataset in IMAGE_SETS else "speech"
+        return modality(self.dataset)
 
     @model_validator(mode="after")
     def _check(self):

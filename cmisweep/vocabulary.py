@@ -5,7 +5,18 @@ verdict words. It imports nothing from cmisweep, so any layer may read it.
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import NamedTuple
+from typing import Literal, NamedTuple, get_args
+
+# The data sets, by modality: images (binarized, a PixelCNN-VAE) and speech (log spectra, a DSAE)
+Dataset = Literal["mnist", "fashion-mnist", "speech-synth", "speech-folder", "timit", "japanese-vowels"]
+IMAGE_SETS: tuple[str, ...] = ("mnist", "fashion-mnist")
+SPEECH_SETS: tuple[str, ...] = tuple(d for d in get_args(Dataset) if d not in IMAGE_SETS)
+
+
+def modality(dataset: str) -> str:
+    """"image" or "speech": which model family, metrics and claims a data set has."""
+    return "image" if dataset in IMAGE_SETS else "speech"
+
 
 KL = "final/test/kl_z"
 
@@ -36,7 +47,7 @@ class Metric(NamedTuple):
 # knows nothing, two genders for VC-mCAS. The speaker VC-mCAS has no fixed chance level (it depends
 # on the test speakers: final/vc_mcas_speaker_chance), so its hypervolume uses 0.
 METRICS: dict[str, Metric] = {
-    KL: Metric("KL(z) (nats, test)", 1.0, None),
+    KL: Metric("KL(z) (nats, test)", 1.0, None, short="KL(z)"),
     "final/aolr": Metric("AoLR (accuracy, fraction)", 1.0, True, 0.1, True, "AoLR"),
     "final/aosvm": Metric("AoSVM (accuracy, fraction)", 1.0, True, 0.1, True, "AoSVM"),
     "final/mcas": Metric("mCAS (accuracy, fraction)", 1.0, True, 0.1, True, "mCAS"),
@@ -45,16 +56,21 @@ METRICS: dict[str, Metric] = {
     "final/vc_mcas": Metric("VC-mCAS [%]", 100.0, True, 0.5, True, "VC-mCAS"),
     "final/vc_mcas_speaker": Metric("VC-mCAS(speaker) [%]", 100.0, True, 0.0, True, "VC-mCAS(speaker)"),
     "final/ihat_paper": Metric("I-hat(z;s) paper form (nats, test)", 1.0, False),
-    "final/ihat_exact": Metric("I-hat(z;s) exact form (nats, test)", 1.0, False),
+    "final/ihat_exact": Metric("I-hat(z;s) exact form (nats, test)", 1.0, False, short="I-hat(exact)"),
     # the same two forms read by an MLP critic head (README.md, "I-hat")
     "final/ihat_mlp_paper": Metric("I-hat(z;s) paper form, MLP critic (nats, test)", 1.0, False),
     "final/ihat_mlp_exact": Metric("I-hat(z;s) exact form, MLP critic (nats, test)", 1.0, False),
-    "final/test/elbo": Metric("-ELBO (nats, test)", -1.0, False),
-    "final/eer_s": Metric("EER(s) [%]", 100.0, True),
+    "final/test/elbo": Metric("-ELBO (nats, test)", -1.0, False, short="ELBO"),
+    "final/eer_s": Metric("EER(s) [%]", 100.0, True, short="EER(s)"),
     "final/active_units": Metric("active units of z", 1.0, None),
 }
 
 SCORES = {c: m for c, m in METRICS.items() if m.score}
+
+
+def short(column: str) -> str:
+    """The name a progress line or a summary column gives the metric."""
+    return METRICS[column].short if column in METRICS and METRICS[column].short else column.split("/")[-1]
 
 
 def label(column: str) -> str:
@@ -64,6 +80,12 @@ def label(column: str) -> str:
 def factor(column: str) -> float:
     """What the report multiplies a stored value of `column` by."""
     return METRICS[column].factor if column in METRICS else 1.0
+
+
+def is_number(v) -> bool:
+    """A metric's value: an int or a float, never a bool (a bool is an int to Python, and a flag
+    logged as a metric, or averaged for a searcher, would read as 0 or 1)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 def plot_file(column: str) -> str:

@@ -19,8 +19,9 @@ import numpy as np
 import torch
 
 from cmisweep.errors import DataError
+from cmisweep.vocabulary import IMAGE_SETS
 
-IMAGE_DATASETS = ("mnist", "fashion-mnist")
+IMAGE_DATASETS = IMAGE_SETS
 FILES = {
     "train_images": "train-images-idx3-ubyte",
     "train_labels": "train-labels-idx1-ubyte",

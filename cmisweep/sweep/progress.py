@@ -9,6 +9,7 @@ from ray import tune
 
 from cmisweep.status import EVALUATED, TrialStatus, TuneStatus
 from cmisweep.sweep.trainable import ERROR, STATUS, STOPPED_AT
+from cmisweep.vocabulary import KL, short
 
 SUMMARY_COLUMNS = ["name", "status", "stopped_at", "final/test/kl_z", "final/aolr", "final/mcas", "final/eer_z", "final/eer_s",
                    "final/vc_mcas", "final/ihat_exact", "final/test/elbo", "error"]
@@ -33,9 +34,8 @@ class Progress(tune.Callback):
     def on_trial_result(self, iteration, trials, trial, result, **info):
         name = self.name_of(trial.config, trial.trial_id)
         if result.get(STATUS) in EVALUATED:
-            shown = "  ".join(f"{label}={_f(result[k])}" for k, label in (
-                ("final/test/kl_z", "KL(z)"), ("final/aolr", "AoLR"), ("final/mcas", "mCAS"), ("final/eer_z", "EER(z)"),
-                ("final/eer_s", "EER(s)"), ("final/vc_mcas", "VC-mCAS")) if k in result)
+            shown = "  ".join(f"{short(k)}={_f(result[k])}" for k in (
+                KL, "final/aolr", "final/mcas", "final/eer_z", "final/eer_s", "final/vc_mcas") if k in result)
             stop = f" (stopped by the scheduler at epoch {result[STOPPED_AT]})" if STOPPED_AT in result else ""
             self._say(f"{name}: evaluated{stop}  {shown}")
         elif result.get(STATUS) == TrialStatus.FAILED:

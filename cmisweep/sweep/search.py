@@ -24,6 +24,7 @@ from ray.tune.search import Searcher
 
 from cmisweep.config import TrialConfig
 from cmisweep.sweep.space import Range, SearchSpace, grid_points, point_name, trial_config
+from cmisweep.vocabulary import is_number
 
 
 # the config key of a replicate's index (its seed follows from it: `point_from_config`); Ray's
@@ -114,7 +115,7 @@ class Replicates(Searcher):
 
 
 def _number(v) -> float:
-    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else float("nan")
+    return float(v) if is_number(v) else float("nan")
 
 
 def _dist(v):

@@ -26,6 +26,7 @@ from cmisweep.errors import ConfigError
 from cmisweep.status import EVALUATED, RunStatus, TrialStatus
 from cmisweep.sweep.trainable import ERROR, STATUS, STOPPED_AT
 from cmisweep.trial import flat_params
+from cmisweep.vocabulary import is_number, plot_file
 
 log = logging.getLogger(__name__)
 TAG_SWEEP = "cmisweep.sweep_id"
@@ -72,7 +73,7 @@ FAILURES: collections.Counter = collections.Counter()
 
 
 NOTE = "mlflow.note.content"  # a run's description in the MLflow UI (Markdown)
-HEADLINE_PLOTS = ("kl_vs_aolr.png", "kl_vs_eer_z.png", "kl_vs_mcas.png", "kl_vs_vc_mcas.png")
+HEADLINE_PLOTS = tuple(plot_file(c) for c in ("final/aolr", "final/eer_z", "final/mcas", "final/vc_mcas"))
 
 # MLflow 3's UI opens an experiment without a kind as a GenAI one (traces, token usage); this tag
 # makes it open cmisweep's on their training runs
@@ -103,8 +104,8 @@ def log_train_run(uri: str, experiment: str, cfg, metrics: dict, history: list[d
     for i in range(0, len(params), 100):
         client.log_batch(run_id, params=params[i: i + 100])
     points = [Metric(k, float(v), 0, int(h["epoch"])) for h in history for k, v in h.items()
-              if k != "epoch" and _is_number(v)]
-    points += [Metric(f"final/{k}", float(v), 0, 0) for k, v in metrics.items() if _is_number(v)]
+              if k != "epoch" and is_number(v)]
+    points += [Metric(f"final/{k}", float(v), 0, 0) for k, v in metrics.items() if is_number(v)]
     for i in range(0, len(points), 500):
         client.log_batch(run_id, metrics=points[i: i + 500])
     for f in sorted(out_dir.iterdir()):
@@ -304,7 +305,7 @@ class TrialLogger(tune.Callback):
             run = self.client.get_run(run_id)
             if run.data.tags.get(TAG_FINAL) != "true":
                 finals = [Metric(k, float(v), ts, epoch) for k, v in result.items()
-                          if k.startswith("final/") and _is_number(v)]
+                          if k.startswith("final/") and is_number(v)]
                 for i in range(0, len(finals), 500):
                     self.client.log_batch(run_id, metrics=finals[i: i + 500])
                 self.client.set_tag(run_id, TAG_FINAL, "true")
@@ -315,7 +316,7 @@ class TrialLogger(tune.Callback):
         if epoch <= self._last_epoch(run_id):
             return  # logged before a restore: a re-run of the same epoch from its checkpoint
         metrics = [Metric(k, float(v), ts, epoch) for k, v in result.items()
-                   if k not in TUNE_KEYS and not k.startswith("config") and _is_number(v)]
+                   if k not in TUNE_KEYS and not k.startswith("config") and is_number(v)]
         self.client.log_batch(run_id, metrics=metrics)
         self.last_epoch[run_id] = epoch
 
@@ -373,7 +374,3 @@ def _error_text(trial) -> str | None:
         return trial.get_error()
     except Exception:  # noqa: BLE001 - a missing error file must not hide the other trials
         return None
-
-
-def _is_number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)

@@ -25,6 +25,7 @@ from cmisweep.sweep.search import resolve
 from cmisweep.sweep.space import SearchSpace
 from cmisweep.trial import build_trainer, finish
 from cmisweep.training import cpu_bf16_features, cpu_model
+from cmisweep.vocabulary import is_number
 
 CHECKPOINT_FILE = "checkpoint.pt"
 FINAL_FILE = "final.json"  # in the last checkpoint: the final result, reported again after a restore
@@ -66,7 +67,7 @@ class _StopRequested(Exception):
 
 
 def _numbers(metrics: dict) -> dict:
-    return {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    return {k: v for k, v in metrics.items() if is_number(v)}
 
 
 def run_record(trainer) -> dict:

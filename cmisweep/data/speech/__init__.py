@@ -23,8 +23,9 @@ import torch
 from cmisweep.data.speech.corpora import folder_utterances, japanese_vowels, read_audio, timit_utterances
 from cmisweep.data.speech.features import log_spectrogram, normalization_stats, normalize, segments
 from cmisweep.errors import DataError
+from cmisweep.vocabulary import SPEECH_SETS
 
-SPEECH_DATASETS = ("speech-synth", "speech-folder", "timit", "japanese-vowels")
+SPEECH_DATASETS = SPEECH_SETS
 DATASET_DIRS = {"speech-synth": "speech-synth", "timit": "timit", "japanese-vowels": "japanese-vowels"}
 JV_SEGMENT_FRAMES = 7  # the shortest JapaneseVowels utterance
 
