@@ -23,10 +23,12 @@ system-deps:
 # pip compiles the .pyc files here on purpose: with PYTHONDONTWRITEBYTECODE set (this machine sets
 # it) a --no-compile install (33 s against 74 s) made every test process compile torch again, and
 # make test twice as slow.
+# The pin itself lives in pyproject.toml only.
+TORCH_PIN := $(shell sed -n 's/^ *"\(torch==[^"]*\)".*/\1/p' pyproject.toml | head -n 1)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade pip
-	$(BIN)/python -m pip install -q --disable-pip-version-check torch==2.13.0
+	$(BIN)/python -m pip install -q --disable-pip-version-check '$(TORCH_PIN)'
 	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[test]'
 	touch $(STAMP)
 

@@ -58,7 +58,7 @@ def save_model(model: torch.nn.Module, cfg: TrialConfig, data, out_dir: Path) ->
         # its warning about pickles is the reason above, said on every trial: once here is enough
         logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
         mlflow.pytorch.save_model(model, str(staged), extra_files=[str(p) for p in extra],
-                                  pip_requirements=["torch==2.13.0", "cmisweep"], serialization_format="pickle")
+                                  pip_requirements=[f"torch=={_torch_version()}", "cmisweep"], serialization_format="pickle")
         if path.exists():
             shutil.rmtree(path)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -108,3 +108,10 @@ def load(run_or_dir: str | Path, tracking_uri: str | None = None) -> tuple[torch
     model = mlflow.pytorch.load_model(str(path), map_location="cpu")
     cfg = TrialConfig.model_validate(yaml.safe_load((path / "extra_files" / CONFIG_FILE).read_text()))
     return model.eval(), cfg
+
+
+def _torch_version() -> str:
+    """The torch that saved the model (its pin is pyproject.toml's), without a local build tag."""
+    from importlib.metadata import version
+
+    return version("torch").split("+")[0]

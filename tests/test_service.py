@@ -41,7 +41,7 @@ def test_cluster_config_matches_rays_schema(tmp_path):
     config = check(ROOT / "cluster" / "gpu.yaml")
     assert config["head_node_type"] in config["available_node_types"]
     commands = " ".join(config["setup_commands"] + config["head_setup_commands"])
-    assert "torch==2.13.0" in commands and "pip install -q -e ." in commands and "mlflow server" in commands
+    assert "pip install -q -e ." in commands and "mlflow server" in commands  # torch: pyproject.toml's pin
     assert "--host 127.0.0.1" in commands and "--workers 1" in commands
     bad = {k: v for k, v in config.items() if k != "provider"}
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(bad))
