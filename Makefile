@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install system-deps test demo speech-demo cluster-demo data bench clean
+.PHONY: install system-deps test demo speech-demo cluster-demo data bench drift clean
 
 install: system-deps $(STAMP)
 
@@ -77,5 +77,22 @@ bench: install
 	RAY_AUTH_MODE=disabled MLFLOW_DISABLE_TELEMETRY=true $(BIN)/python bench/gpu.py
 	$(BIN)/python bench/evaluation.py
 
+# The search, resume and cluster end-to-end tests against the newest ray, optuna and mlflow the
+# registry serves, in a venv of their own (.venv-drift): what the next release would break. Not
+# called by .ci/run, so an upstream release cannot block a landing; DEVELOPERS.md records its runs.
+DRIFT := .venv-drift
+DRIFT_TESTS := tests/test_search_e2e.py tests/test_reliability.py tests/test_cluster.py tests/test_public_api.py \
+	"tests/test_sweep_e2e.py::test_driver_killed_mid_sweep_then_resumed" "tests/test_sweep_e2e.py::test_grid_sweep_end_to_end"
+drift: system-deps
+	test -x $(DRIFT)/bin/python || $(PYTHON) -m venv $(DRIFT)
+	$(DRIFT)/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
+	$(DRIFT)/bin/python -m pip install -q --disable-pip-version-check '$(TORCH_PIN)'
+	$(DRIFT)/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+	# past the pins: pip warns that cmisweep asks for the pinned versions, and installs the newest
+	-$(DRIFT)/bin/python -m pip install -q --disable-pip-version-check --upgrade 'ray[tune]' optuna mlflow 2>&1 | grep -v '^WARNING'
+	$(DRIFT)/bin/python -c "import ray, optuna, mlflow; print('drift: ray', ray.__version__, 'optuna', optuna.__version__, 'mlflow', mlflow.__version__)"
+	RAY_AUTH_MODE=disabled MLFLOW_DISABLE_TELEMETRY=true $(DRIFT)/bin/python -m pytest -q -n $(TEST_WORKERS) \
+		--maxschedchunk 1 $(DRIFT_TESTS)
+
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) $(DRIFT) .pytest_cache
