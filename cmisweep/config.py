@@ -24,7 +24,7 @@ PosInt = Annotated[int, Field(gt=0)]
 PosFloat = Annotated[float, Field(gt=0)]
 
 
-from cmisweep.vocabulary import IMAGE_SETS, SPEECH_SETS, Dataset, modality  # noqa: F401 - names of the configs
+from cmisweep.vocabulary import SPEECH_SETS, Dataset, modality
 
 
 class DataConfig(Strict):
