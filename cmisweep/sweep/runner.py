@@ -187,20 +187,7 @@ def ray_init_options(address: str | None, dashboard: bool = False) -> dict:
     return init
 
 
-def _execute(space, sweep_dir: Path, meta: dict, uri: str, *, resume: bool, address: str | None, dashboard: bool,
-             verbose: bool) -> int:
-    import ray
-    from ray import tune
-
-    from cmisweep.reports import write_reports
-    from cmisweep.reports.frontier import finished
-    from cmisweep.sweep import search
-    from cmisweep.sweep.collect import collect_epochs, collect_trials
-    from cmisweep.sweep.progress import Progress, summary_table
-    from cmisweep.sweep.state_backup import StateBackup, repair
-    from cmisweep.sweep.tracking import SweepRun, TrialLogger
-    from cmisweep.sweep.trainable import make_trainable, node_scratch
-
+def _tune_environment() -> None:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -216,6 +203,63 @@ def _execute(space, sweep_dir: Path, meta: dict, uri: str, *, resume: bool, addr
     # the searcher's objectives are final metrics, in a trial's last result only (cmisweep.sweep.search)
     os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
 
+
+def _new_tuner(space, sweep_dir: Path, trainable, storage_root: str, callbacks: list, name_of):
+    from ray import tune
+
+    from cmisweep.sweep import search
+
+    return tune.Tuner(
+        trainable,
+        param_space=search.param_space(space),
+        tune_config=tune.TuneConfig(
+            search_alg=search.search_algorithm(space, str(sweep_dir / "optuna.db")),
+            scheduler=search.scheduler(space),
+            num_samples=search.num_samples(space), max_concurrent_trials=space.concurrency,
+            # a finished trial's worker takes the next trial: no new process and no
+            # second import of torch, ~7 s a trial (BENCHMARKS.md section 9)
+            reuse_actors=True,
+            trial_name_creator=lambda t: name_of(t.config, t.trial_id),
+            trial_dirname_creator=lambda t: f"{name_of(t.config, t.trial_id)}_{t.trial_id}"),
+        run_config=tune.RunConfig(
+            name="tune", storage_path=storage_root, callbacks=callbacks, verbose=0,
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            failure_config=tune.FailureConfig(max_failures=space.max_failures)),
+    )
+
+
+def _fit(make_tuner, address: str | None) -> bool:
+    """Run the trials; True when Ctrl-C interrupted them (Tune saves its state and returns)."""
+    import ray
+
+    from cmisweep.sweep.trainable import node_scratch
+
+    try:
+        make_tuner().fit()
+        return False
+    except KeyboardInterrupt:
+        return True
+    finally:
+        # a Ray of our own runs its nodes here: their scratch dirs go with them (a cluster's stay
+        # with its nodes, whose later trials may restore from them)
+        ours = [n["NodeID"] for n in ray.nodes()] if address in (None, "", "local") and ray.is_initialized() else []
+        ray.shutdown()
+        for node in ours:
+            shutil.rmtree(node_scratch(node), ignore_errors=True)
+
+
+def _execute(space, sweep_dir: Path, meta: dict, uri: str, *, resume: bool, address: str | None, dashboard: bool,
+             verbose: bool) -> int:
+    import ray
+    from ray import tune
+
+    from cmisweep.sweep import search
+    from cmisweep.sweep.progress import Progress
+    from cmisweep.sweep.state_backup import StateBackup, repair
+    from cmisweep.sweep.tracking import SweepRun, TrialLogger
+    from cmisweep.sweep.trainable import make_trainable
+
+    _tune_environment()
     resolved: dict[str, search.ResolvedTrial] = {}
 
     def resolve(config: dict, trial_id: str) -> search.ResolvedTrial:
@@ -230,9 +274,9 @@ def _execute(space, sweep_dir: Path, meta: dict, uri: str, *, resume: bool, addr
     sweep_run = SweepRun(uri, experiment, meta["sweep_id"], space.name,
                          sweep_dir.parent / "mlartifacts" if uri.startswith("sqlite:") else None)
     sweep_run.start()
-    trial_logger = TrialLogger(uri, experiment, meta["sweep_id"], resolve)
-    total = search.n_trials(space)
-    progress = Progress(total, space.trial.train.epochs, name_of, verbose)
+    callbacks = [TrialLogger(uri, experiment, meta["sweep_id"], resolve),
+                 Progress(search.n_trials(space), space.trial.train.epochs, name_of, verbose),
+                 StateBackup(sweep_dir / "tune-state")]
     ray.init(**ray_init_options(address, dashboard))
     # our progress lines and one-line errors replace Tune's messages and tracebacks (which stay
     # in each failed trial's error.txt)
@@ -242,51 +286,29 @@ def _execute(space, sweep_dir: Path, meta: dict, uri: str, *, resume: bool, addr
     # Tune's storage_path; "tune" is the experiment's name
     storage_root = shared_storage.join(meta["storage"], meta["name"]) if meta.get("storage") else str(sweep_dir)
     t0 = time.time()
-    interrupted = False
-    backup = StateBackup(sweep_dir / "tune-state")
-    if resume and repair(exp_dir, backup.backup_dir):
+    if resume and repair(exp_dir, callbacks[-1].backup_dir):
         print("note: Tune's experiment state was cut short by the crash; resuming from its last complete copy",
               file=sys.stderr, flush=True)
-    try:
-        if resume and tune.Tuner.can_restore(exp_dir):
-            # Tune restores the callbacks pickled with the experiment: the trial logger finds its
-            # runs again by their tags in setup(), the progress and backup callbacks hold no state
-            tuner = tune.Tuner.restore(exp_dir, trainable, resume_errored=True)
-        else:
-            tuner = tune.Tuner(
-                trainable,
-                param_space=search.param_space(space),
-                tune_config=tune.TuneConfig(
-                    search_alg=search.search_algorithm(space, str(sweep_dir / "optuna.db")),
-                    scheduler=search.scheduler(space),
-                    num_samples=search.num_samples(space), max_concurrent_trials=space.concurrency,
-                    # a finished trial's worker takes the next trial: no new process and no
-                    # second import of torch, ~7 s a trial (BENCHMARKS.md section 9)
-                    reuse_actors=True,
-                    trial_name_creator=lambda t: name_of(t.config, t.trial_id),
-                    trial_dirname_creator=lambda t: f"{name_of(t.config, t.trial_id)}_{t.trial_id}"),
-                run_config=tune.RunConfig(
-                    name="tune", storage_path=storage_root, callbacks=[trial_logger, progress, backup], verbose=0,
-                    checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-                    failure_config=tune.FailureConfig(max_failures=space.max_failures)),
-            )
-        tuner.fit()  # on Ctrl-C Tune saves its state and returns; unfinished trials tell us
-    except KeyboardInterrupt:
-        interrupted = True
-    finally:
-        # a Ray of our own runs its nodes here: their scratch dirs go with them (a cluster's stay
-        # with its nodes, whose later trials may restore from them)
-        ours = [n["NodeID"] for n in ray.nodes()] if address in (None, "", "local") and ray.is_initialized() else []
-        ray.shutdown()
-        for node in ours:
-            shutil.rmtree(node_scratch(node), ignore_errors=True)
-    wall = time.time() - t0
+    # a resumed sweep: Tune restores the callbacks pickled with the experiment; the trial logger
+    # finds its runs again by their tags in setup(), the progress and backup callbacks hold no state
+    interrupted = _fit(lambda: tune.Tuner.restore(exp_dir, trainable, resume_errored=True)
+                       if resume and tune.Tuner.can_restore(exp_dir)
+                       else _new_tuner(space, sweep_dir, trainable, storage_root, callbacks, name_of), address)
+    return _conclude(space, sweep_dir, uri, sweep_run, exp_dir, time.time() - t0, interrupted)
+
+
+def _conclude(space, sweep_dir: Path, uri: str, sweep_run, exp_dir: str, wall: float, interrupted: bool) -> int:
+    """The reports, the parent run's end, the summary, and the exit code (cmisweep.status.ExitCode)."""
+    from cmisweep.reports import write_reports
+    from cmisweep.reports.frontier import finished
+    from cmisweep.sweep.collect import collect_epochs, collect_trials
+    from cmisweep.sweep.progress import summary_table
+
     frame = write_reports(sweep_dir, space, collect_trials(exp_dir, space), collect_epochs(exp_dir, space))
     sweep_run.log_reports(sweep_dir / "reports", frame)
-    failed = int((frame["status"] == TrialStatus.FAILED).sum()) if len(frame) else 0
-    interrupted = interrupted or bool(len(frame) and (frame["status"] == TrialStatus.UNFINISHED).any())
-    evaluated = len(finished(frame))
-    stopped = int((frame["status"] == TrialStatus.STOPPED).sum()) if len(frame) else 0
+    count = (lambda status: int((frame["status"] == status).sum()) if len(frame) else 0)
+    failed, stopped, evaluated = count(TrialStatus.FAILED), count(TrialStatus.STOPPED), len(finished(frame))
+    interrupted = interrupted or count(TrialStatus.UNFINISHED) > 0
     if interrupted:
         sweep_run.finish(RunStatus.KILLED, unfinished_status=RunStatus.KILLED)
     else:
