@@ -105,7 +105,7 @@ def test_sampled_space_builds_optuna_searchers():
     assert set(search.param_space(space)) == {"point"}  # one shape of Tune config for every algorithm
     point = search.point_from_config(space, {"point": {"preset": "cmi", "gamma": 0.2, "alpha": 0.4},
                                              "__trial_index__": 1})
-    assert point["seed"] == 1 and trial_config(space, point).regularizer.objective.m_weight == pytest.approx(0.2)
+    assert point["seed"] == 1 and trial_config(space, point).regularizer.objective.w_m == pytest.approx(0.2)
 
 
 def test_a_trial_is_resolved_once_and_its_objective_built_once(monkeypatch):
@@ -121,7 +121,9 @@ def test_a_trial_is_resolved_once_and_its_objective_built_once(monkeypatch):
     params = flat_params(trial.config)
     assert built == [("beta", 0.3, None)]  # one Regularizer for the worker, the params and the reports
     assert trial.name == "beta_g0.3_s0" and params["regularizer.knob"] == 0.3
-    assert (params["objective.alpha"], params["objective.gamma"]) == (0.3, 0.0)
+    # J's weights have names of their own: beta's knob (the searched gamma) is J's alpha, so w_c is 0
+    assert (params["objective.w_z"], params["objective.w_m"], params["objective.w_c"]) == (0.7, 0.3, 0.0)
+    assert not any(k.endswith((".gamma", ".alpha")) and k.startswith("objective.") for k in params)
 
 
 def test_replicates_tell_the_searcher_each_metrics_mean():
