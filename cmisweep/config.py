@@ -10,6 +10,7 @@ from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from cmisweep import migrate
 from cmisweep import regularizer as R
 from cmisweep.models.critics import HeadChoice
 
@@ -114,9 +115,10 @@ class RegularizerConfig(Strict):
     @model_validator(mode="before")
     @classmethod
     def _renamed(cls, data):
-        if isinstance(data, dict) and "gamma" in data:
-            raise ValueError("regularizer.gamma is now regularizer.knob (the paper's gamma axis; J's alpha and "
-                             "gamma follow from the preset)")
+        # a file a user writes keeps today's names; stored copies were migrated before (cmisweep.migrate)
+        message = migrate.refusal("regularizer", data) if isinstance(data, dict) else None
+        if message:
+            raise ValueError(message)
         return data
 
     @model_validator(mode="after")

@@ -199,17 +199,3 @@ def test_speech_spaces_match_the_paper():
         assert len(grid_points(space)) == 3 * 4 * 3 + 3
     quick = load_space(SPACES / "speech-quick.yaml")
     assert quick.trial.model.kind == "dsae" and {p["preset"] for p in grid_points(quick)} == {"beta", "cmi"}
-
-
-def test_a_sweep_saved_before_the_knob_rename_still_resumes(tmp_path):
-    """results/<name>/space.yaml of a sweep started before regularizer.gamma became regularizer.knob
-    (every field dumped, gamma at its default) loads for --resume and report; as user input the old
-    name is refused with the new one."""
-    old = load_space_dict(tiny_space("old")).model_dump(mode="json")
-    old["trial"]["regularizer"]["gamma"] = old["trial"]["regularizer"].pop("knob")
-    p = tmp_path / "space.yaml"
-    p.write_text(yaml.safe_dump(old))
-    space = load_space(p, stored=True)
-    assert space.trial.regularizer.knob == 0.0 and len(grid_points(space)) == 3
-    with pytest.raises(ConfigError, match="regularizer.gamma is now regularizer.knob"):
-        load_space(p)
