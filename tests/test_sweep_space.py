@@ -199,3 +199,28 @@ def test_speech_spaces_match_the_paper():
         assert len(grid_points(space)) == 3 * 4 * 3 + 3
     quick = load_space(SPACES / "speech-quick.yaml")
     assert quick.trial.model.kind == "dsae" and {p["preset"] for p in grid_points(quick)} == {"beta", "cmi"}
+
+
+def test_trials_parquet_names_a_sampled_trial_as_its_mlflow_run(monkeypatch):
+    """collect's name of a trial is search.resolve's, the run name Tune and MLflow give it (runner,
+    TrialLogger): a sampled trial's carries its id, since a sampler may suggest one point twice."""
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from cmisweep.sweep import collect
+
+    space = load_space_dict(tiny_space(search={"presets": ["cmi"], "gamma": {"low": 0.0, "high": 0.5},
+                                               "seeds": [0, 1]},
+                                       algorithm={"kind": "tpe", "num_samples": 2, "objectives": [
+                                           {"metric": "final/aolr", "mode": "max"}]}))
+    config = {"point": {"preset": "cmi", "gamma": 0.25}, "__trial_index__": 1}
+    trials = [SimpleNamespace(trial_id=tid, config=config, status="TERMINATED", last_result={"epoch": 1})
+              for tid in ("0a1b2_00000", "0a1b2_00007")]  # the sampler's one point, twice
+    epochs = pd.DataFrame({"epoch": [1], "val/elbo": [-300.0]})
+    fake = SimpleNamespace(trials=trials, trial_dataframes={t.trial_id: epochs for t in trials})
+    monkeypatch.setattr(collect, "_analysis", lambda exp_dir: fake)
+    runs = [search.resolve(space, t.config, t.trial_id).name for t in trials]
+    assert runs == ["cmi_g0.25_s1_00000", "cmi_g0.25_s1_00007"]
+    assert list(collect.collect_trials("x", space).sort_values("trial_id")["name"]) == runs
+    assert list(collect.collect_epochs("x", space).sort_values("trial_id")["name"]) == runs
