@@ -10,6 +10,7 @@ from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from cmisweep import migrate
 from cmisweep import regularizer as R
 from cmisweep.models.critics import HeadChoice
 
@@ -92,12 +93,12 @@ MODALITY = {"pixelcnn_vae": "image", "dsae": "speech"}
 
 class RegularizerConfig(Strict):
     """The regularizer as data: a preset and the paper's knob (the gamma of its Fig. 3 and tables),
-    from which J's weights alpha and gamma follow (docs/design.md section 1). `objective` is that
+    from which J's weights w_z, w_m, w_c follow (docs/design.md section 1). `objective` is that
     resolution, built once per config."""
 
     preset: R.Preset = "vanilla"
     knob: Annotated[float, Field(ge=0)] = 0.0  # the paper's gamma axis: J's alpha for beta/advmi
-    alpha: Annotated[float, Field(ge=0)] | None = None  # cmi only: J's alpha != the knob (J's gamma)
+    alpha: Annotated[float, Field(ge=0)] | None = None  # cmi only: J's alpha (w_z = 1 - alpha) apart from the knob
     m_term: R.MTerm = "auto"
     c_form: R.CForm = "paper"  # D_c negatives p(z)q(s) or q(z)q(s)
     critic_steps: Annotated[int, Field(ge=1, le=100)] = 2
@@ -112,9 +113,10 @@ class RegularizerConfig(Strict):
     @model_validator(mode="before")
     @classmethod
     def _renamed(cls, data):
-        if isinstance(data, dict) and "gamma" in data:
-            raise ValueError("regularizer.gamma is now regularizer.knob (the paper's gamma axis; J's alpha and "
-                             "gamma follow from the preset)")
+        # a file a user writes keeps today's names; stored copies were migrated before (cmisweep.migrate)
+        message = migrate.refusal("regularizer", data) if isinstance(data, dict) else None
+        if message:
+            raise ValueError(message)
         return data
 
     @model_validator(mode="after")

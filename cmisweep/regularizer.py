@@ -2,28 +2,32 @@
 
 Maximize
 
-    J = -Recon - KL(s) - (1 - alpha) KL(z) - (alpha - gamma) M - gamma C
+    J = -Recon - KL(s) - w_z KL(z) - w_m M - w_c C          (Eq. 14 of the paper)
+    w_z = 1 - alpha,  w_m = alpha - gamma,  w_c = gamma
 
     M = KL(q(z) || p(z))          estimated with a critic D_m(z)
     C = KL(q(z,s) || p(z) q(s))   estimated with a critic D_c(z, s)
 
 which equals ELBO + alpha I(x;z) - gamma I(z;s) because
 I(x;z) = E_x KL(q(z|x)||p(z)) - KL(q(z)||p(z)) and KL(q(z,s)||p(z)q(s)) = I(z;s) + KL(q(z)||p(z)).
+Here alpha and gamma are J's own; the gamma a user searches (the paper's knob, `search.gamma`) is
+J's alpha for beta and advmi, whose w_c is 0. So the code names J's weights w_z, w_m, w_c and keeps
+"gamma" for the searched knob alone.
 
 A critic D trained with the logistic loss of Eq. 12 to tell samples of a distribution q (label 1)
 from samples of r (label 0) has logit log D/(1-D) -> log q/r, so KL(q||r) ~ E_q[logit].
 
 With the exact negatives for D_c (z shuffled across the batch, i.e. q(z)q(s)), C estimates I(z;s)
-itself and KL(q(z)||p(z)) is no longer folded into it: the weight of M becomes alpha.
+itself and KL(q(z)||p(z)) is no longer folded into it: w_m becomes alpha.
 
-A regularizer is data (the weights and which critics run), not a class per paper; `preset` builds
-the paper's methods:
+A regularizer is data (J's alpha and w_c, and which critics run), not a class per paper; `preset`
+builds the paper's methods from the knob:
 
-    vanilla  alpha = gamma = 0                         Eq. 2/3  (the ELBO)
-    beta     alpha = a, gamma = 0, M dropped           Eq. 15/16 (beta-VAE with beta = 1 - a)
-    advmi    alpha = a, gamma = 0, M estimated (D_m)   App. 4
-    cmi      alpha = gamma = a, M vanishes, C (D_c)    Eq. 13/14
-    cmi with alpha != gamma                            the extension (M dropped only as a lower bound)
+    vanilla  alpha = w_c = 0                           Eq. 2/3  (the ELBO)
+    beta     alpha = knob, w_c = 0, M dropped          Eq. 15/16 (beta-VAE with beta = w_z = 1 - knob)
+    advmi    alpha = knob, w_c = 0, M estimated (D_m)  App. 4
+    cmi      alpha = w_c = knob, M vanishes, C (D_c)   Eq. 13/14
+    cmi with alpha != knob                             the extension (M dropped only as a lower bound)
 """
 from __future__ import annotations
 
@@ -46,8 +50,8 @@ CriticBN = Literal["frozen", "train", "eval"]  # the critics' BatchNorm while th
 
 @dataclass(frozen=True)
 class Regularizer:
-    alpha: float = 0.0
-    gamma: float = 0.0
+    alpha: float = 0.0  # J's alpha, the weight of I(x;z): w_z = 1 - alpha
+    w_c: float = 0.0  # J's gamma, the weight of C (and of I(z;s)): the knob for cmi only, 0 for beta/advmi
     m_term: Literal["estimate", "drop"] = "drop"
     c_form: CForm = "paper"
     critic_steps: int = 2
@@ -61,37 +65,42 @@ class Regularizer:
 
     def problems(self) -> list[str]:
         out = []
-        for name in ("alpha", "gamma"):
+        for name in ("alpha", "w_c"):
             v = getattr(self, name)
             if v < 0:
                 out.append(f"{name} = {v} must be >= 0")
             if v > 1 and not self.allow_weights_above_one:
                 out.append(
-                    f"{name} = {v} > 1: a weight above 1 flips the sign of the KL(z) term (1 - alpha) "
+                    f"{name} = {v} > 1: a weight above 1 flips the sign of the KL(z) term (w_z = 1 - alpha) "
                     "or of the I(z;s) penalty; set allow_weights_above_one: true to accept it"
                 )
-        if self.m_term == "drop" and self.m_weight > 0 and self.gamma > 0:
+        if self.m_term == "drop" and self.w_m > 0 and self.w_c > 0:
             out.append(
-                f"m_term 'drop' with alpha = {self.alpha}, gamma = {self.gamma} ({self.c_form} C) drops "
-                f"-{self.m_weight:g} M, which is not a bound on the objective; use m_term: estimate "
-                "(dropping M is a lower bound only when its weight alpha - gamma <= 0, Eq. 9)"
+                f"m_term 'drop' with alpha = {self.alpha}, w_c = {self.w_c} ({self.c_form} C) drops "
+                f"-{self.w_m:g} M, which is not a bound on the objective; use m_term: estimate "
+                "(dropping M is a lower bound only when its weight w_m = alpha - w_c <= 0, Eq. 9)"
             )
         if self.critic_steps < 1:
             out.append(f"critic_steps = {self.critic_steps} must be >= 1")
         return out
 
     @property
-    def m_weight(self) -> float:
-        """Weight of M in -J: alpha - gamma with the paper's C, alpha with the exact I(z;s)."""
-        return self.alpha - self.gamma if self.c_form == "paper" else self.alpha
+    def w_z(self) -> float:
+        """Weight of KL(z) in -J: 1 - alpha (beta of the beta-VAE)."""
+        return 1.0 - self.alpha
+
+    @property
+    def w_m(self) -> float:
+        """Weight of M in -J: alpha - w_c with the paper's C, alpha with the exact I(z;s)."""
+        return self.alpha - self.w_c if self.c_form == "paper" else self.alpha
 
     @property
     def uses_m(self) -> bool:
-        return self.m_term == "estimate" and self.m_weight != 0
+        return self.m_term == "estimate" and self.w_m != 0
 
     @property
     def uses_c(self) -> bool:
-        return self.gamma != 0
+        return self.w_c != 0
 
 
 def preset(
@@ -105,7 +114,7 @@ def preset(
     allow_weights_above_one: bool = False,
 ) -> Regularizer:
     """Build a regularizer from the paper's knob, the gamma of its Fig. 3 and tables (docs/design.md
-    section 1): J's alpha for beta/advmi (J's gamma is 0), alpha = gamma for cmi; cmi takes an
+    section 1): J's alpha for beta/advmi (w_c = 0), alpha = w_c = knob for cmi; cmi takes an
     independent `alpha` too."""
     common = dict(critic_steps=critic_steps, allow_weights_above_one=allow_weights_above_one, preset=name)
     if name not in PRESETS:
@@ -114,7 +123,7 @@ def preset(
         raise ValueError(f"alpha is set independently only with preset cmi; preset {name} takes the knob alone")
     if name == "vanilla":
         if knob != 0:
-            raise ValueError(f"preset vanilla has alpha = gamma = 0, got knob = {knob}")
+            raise ValueError(f"preset vanilla has alpha = w_c = 0, got knob = {knob}")
         return Regularizer(0.0, 0.0, "drop", c_form, **common)
     if name in ("beta", "advmi"):
         if m_term != "auto" and m_term != ("drop" if name == "beta" else "estimate"):
@@ -176,24 +185,24 @@ def objective(
     m_logits: torch.Tensor | None = None,
     c_logits: torch.Tensor | None = None,
 ) -> ObjectiveParts:
-    """-J = Recon + KL(s) + (1 - alpha) KL(z) + m_weight M + gamma C, averaged over the batch.
+    """-J = Recon + KL(s) + w_z KL(z) + w_m M + w_c C (Eq. 14), averaged over the batch.
 
     recon, kl_z, kl_s: per-example sums (B,); m_logits = D_m logits at z ~ q(z|x);
     c_logits = D_c logits at (z, s) ~ q(z, s).
     """
     recon, kl_z, kl_s = recon.float().mean(), kl_z.float().mean(), kl_s.float().mean()
-    loss = recon + kl_s + (1.0 - reg.alpha) * kl_z
+    loss = recon + kl_s + reg.w_z * kl_z
     m_hat = c_hat = None
     if reg.uses_m:
         if m_logits is None:
             raise ValueError("this regularizer estimates M: pass the D_m logits")
         m_hat = kl_estimate(m_logits)
-        loss = loss + reg.m_weight * m_hat
+        loss = loss + reg.w_m * m_hat
     if reg.uses_c:
         if c_logits is None:
             raise ValueError("this regularizer estimates C: pass the D_c logits")
         c_hat = kl_estimate(c_logits)
-        loss = loss + reg.gamma * c_hat
+        loss = loss + reg.w_c * c_hat
     return ObjectiveParts(loss, recon, kl_z, kl_s, m_hat, c_hat)
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 import yaml
 
+from cmisweep import migrate
 from cmisweep.config import TrialConfig
 from cmisweep.errors import DataError
 
@@ -106,7 +107,8 @@ def load(run_or_dir: str | Path, tracking_uri: str | None = None) -> tuple[torch
 
     path = model_path(run_or_dir, tracking_uri)
     model = mlflow.pytorch.load_model(str(path), map_location="cpu")
-    cfg = TrialConfig.model_validate(yaml.safe_load((path / "extra_files" / CONFIG_FILE).read_text()))
+    raw = yaml.safe_load((path / "extra_files" / CONFIG_FILE).read_text())
+    cfg = TrialConfig.model_validate(migrate.current(raw, "trial"))  # saved by an older version too
     return model.eval(), cfg
 
 

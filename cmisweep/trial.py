@@ -48,7 +48,9 @@ def build_trainer(cfg: TrialConfig, data=None) -> tuple[Trainer, object]:
 
 
 def flat_params(cfg: TrialConfig) -> dict:
-    """The config as flat dotted keys, plus the resolved weights of the objective."""
+    """The config as flat dotted keys (MLflow's params), plus J's resolved weights under names of
+    their own (Eq. 14: J = -Recon - KL(s) - w_z KL(z) - w_m M - w_c C): J's alpha and gamma would
+    read as the searched ones, and for beta/advmi they are not (their knob is J's alpha, w_c is 0)."""
     out: dict = {}
 
     def walk(prefix: str, value):
@@ -60,7 +62,8 @@ def flat_params(cfg: TrialConfig) -> dict:
 
     walk("", cfg.model_dump())
     reg = cfg.regularizer.objective
-    out.update({"objective.alpha": reg.alpha, "objective.gamma": reg.gamma, "objective.m_weight": reg.m_weight,
+    # rounded for the eye: 1 - 0.7 is 0.30000000000000004 in floats, the weight a user set is 0.3
+    out.update({"objective.w_z": round(reg.w_z, 12), "objective.w_m": round(reg.w_m, 12), "objective.w_c": reg.w_c,
                 "objective.m_term": reg.m_term, "objective.uses_c": reg.uses_c, "objective.uses_m": reg.uses_m,
                 "objective.critic_lr": cfg.critic_lr})
     return out

@@ -10,6 +10,7 @@ PKG = Path(__file__).resolve().parents[1] / "cmisweep"
 # (who, must not import, why): module-name prefixes, as docs/design.md states them
 RULES = [
     ("cmisweep.vocabulary", "cmisweep.", "the vocabulary is the bottom layer"),
+    ("cmisweep.migrate", "cmisweep.", "every reader of stored files, the configs included, uses it"),
     ("cmisweep.reports", "cmisweep.sweep", "reports read trials, not Tune state"),
     ("cmisweep.trial", "cmisweep.sweep", "a trial runs without Ray"),
     ("cmisweep.training", "cmisweep.sweep", "a trial runs without Ray"),

@@ -27,7 +27,7 @@ def test_vanilla_is_the_negative_elbo():  # Eq. 2 / 3
 @pytest.mark.parametrize("a", [0.2, 0.7])
 def test_beta_vae_eq16(a):  # -J = Recon + beta KL(z), beta = 1 - alpha; M dropped
     reg = R.preset("beta", a)
-    assert (reg.alpha, reg.gamma, reg.uses_m, reg.uses_c) == (a, 0.0, False, False)  # beta = 1 - alpha
+    assert (reg.w_z, reg.w_c, reg.uses_m, reg.uses_c) == (1 - a, 0.0, False, False)  # beta = w_z
     assert loss(reg) == pytest.approx(mean(RECON) + mean(KLS) + (1 - a) * mean(KLZ))
 
 
@@ -41,14 +41,14 @@ def test_advmi_app4(a):  # -J = Recon + (1 - alpha) KL(z) + alpha KL(q(z)||p(z))
 @pytest.mark.parametrize("g", [0.3, 0.9])
 def test_cmi_eq14(g):  # -J = Recon + (1 - gamma) KL(z) + gamma KL(q(z,s)||p(z)q(s)); M vanishes
     reg = R.preset("cmi", g)
-    assert reg.uses_c and not reg.uses_m and reg.m_weight == 0
+    assert reg.uses_c and not reg.uses_m and reg.w_m == 0
     assert loss(reg) == pytest.approx(mean(RECON) + mean(KLS) + (1 - g) * mean(KLZ) + g * 2.5)
 
 
 def test_alpha_and_gamma_independent():
     # gamma < alpha: M must be estimated, weight alpha - gamma
     reg = R.preset("cmi", 0.2, alpha=0.5)
-    assert reg.m_term == "estimate" and reg.m_weight == pytest.approx(0.3)
+    assert reg.m_term == "estimate" and reg.w_m == pytest.approx(0.3)
     assert loss(reg) == pytest.approx(mean(RECON) + mean(KLS) + 0.5 * mean(KLZ) + 0.3 * 1.0 + 0.2 * 2.5)
     # gamma > alpha: dropping (gamma - alpha) M >= 0 from J is a lower bound (Eq. 9): auto drops it
     reg = R.preset("cmi", 0.6, alpha=0.2)
@@ -62,7 +62,7 @@ def test_alpha_and_gamma_independent():
 def test_exact_negatives_move_kl_q_z_into_m():
     # C now estimates I(z;s) alone, so alpha I(x;z) - gamma I(z;s) needs alpha M
     reg = R.preset("cmi", 0.4, c_form="exact")
-    assert reg.m_weight == pytest.approx(0.4) and reg.uses_m
+    assert reg.w_m == pytest.approx(0.4) and reg.uses_m
     assert loss(reg) == pytest.approx(mean(RECON) + mean(KLS) + 0.6 * mean(KLZ) + 0.4 * 1.0 + 0.4 * 2.5)
 
 
@@ -73,7 +73,7 @@ def test_refusals():
         R.preset("cmi", 1.2)
     with pytest.raises(ValueError, match="allow_weights_above_one"):
         R.preset("cmi", 0.5, alpha=1.5)
-    assert R.preset("cmi", 1.2, allow_weights_above_one=True).gamma == 1.2
+    assert R.preset("cmi", 1.2, allow_weights_above_one=True).w_c == 1.2
     with pytest.raises(ValueError, match="alpha is set independently only with preset cmi"):
         R.preset("beta", 0.3, alpha=0.5)
     with pytest.raises(ValueError, match="unknown preset"):

@@ -96,10 +96,12 @@ def test_grid_sweep_end_to_end(finished_sweep):
     child = next(c for c in children if c.info.run_name == "cmi_g0.3_s0")
     assert child.data.params["regularizer.preset"] == "cmi" and child.data.params["regularizer.knob"] == "0.3"
     assert child.data.params["objective.uses_c"] == "True" and "train.lr" in child.data.params
-    # one name per quantity: beta's knob is J's alpha; J's gamma is 0
+    # one name per quantity: beta's knob (the searched gamma) is J's alpha, so w_z = 0.7 and w_c = 0;
+    # no param but the searched one is called gamma
     beta = next(c for c in children if c.info.run_name == "beta_g0.3_s0").data.params
-    assert (beta["regularizer.knob"], beta["objective.alpha"], beta["objective.gamma"]) == ("0.3", "0.3", "0.0")
-    assert not any(k.startswith("regularizer.gamma") for k in beta)
+    assert (beta["regularizer.knob"], beta["objective.w_z"], beta["objective.w_m"], beta["objective.w_c"]) == (
+        "0.3", "0.7", "0.3", "0.0")
+    assert not [k for k in beta if "gamma" in k]
     arts = {a.path for a in client.list_artifacts(child.info.run_id)}  # what `cmisweep train` writes too
     assert {"trial.yaml", "metrics.json", "curves.png", "samples.png"} <= arts, arts
     assert [m.step for m in client.get_metric_history(child.info.run_id, "val/elbo")] == [1]

@@ -105,7 +105,7 @@ def test_sampled_space_builds_optuna_searchers():
     assert set(search.param_space(space)) == {"point"}  # one shape of Tune config for every algorithm
     point = search.point_from_config(space, {"point": {"preset": "cmi", "gamma": 0.2, "alpha": 0.4},
                                              "__trial_index__": 1})
-    assert point["seed"] == 1 and trial_config(space, point).regularizer.objective.m_weight == pytest.approx(0.2)
+    assert point["seed"] == 1 and trial_config(space, point).regularizer.objective.w_m == pytest.approx(0.2)
 
 
 def test_a_trial_is_resolved_once_and_its_objective_built_once(monkeypatch):
@@ -121,7 +121,9 @@ def test_a_trial_is_resolved_once_and_its_objective_built_once(monkeypatch):
     params = flat_params(trial.config)
     assert built == [("beta", 0.3, None)]  # one Regularizer for the worker, the params and the reports
     assert trial.name == "beta_g0.3_s0" and params["regularizer.knob"] == 0.3
-    assert (params["objective.alpha"], params["objective.gamma"]) == (0.3, 0.0)
+    # J's weights have names of their own: beta's knob (the searched gamma) is J's alpha, so w_c is 0
+    assert (params["objective.w_z"], params["objective.w_m"], params["objective.w_c"]) == (0.7, 0.3, 0.0)
+    assert not any(k.endswith((".gamma", ".alpha")) and k.startswith("objective.") for k in params)
 
 
 def test_replicates_tell_the_searcher_each_metrics_mean():
@@ -199,15 +201,26 @@ def test_speech_spaces_match_the_paper():
     assert quick.trial.model.kind == "dsae" and {p["preset"] for p in grid_points(quick)} == {"beta", "cmi"}
 
 
-def test_a_sweep_saved_before_the_knob_rename_still_resumes(tmp_path):
-    """results/<name>/space.yaml of a sweep started before regularizer.gamma became regularizer.knob
-    (every field dumped, gamma at its default) loads for --resume and report; as user input the old
-    name is refused with the new one."""
-    old = load_space_dict(tiny_space("old")).model_dump(mode="json")
-    old["trial"]["regularizer"]["gamma"] = old["trial"]["regularizer"].pop("knob")
-    p = tmp_path / "space.yaml"
-    p.write_text(yaml.safe_dump(old))
-    space = load_space(p, stored=True)
-    assert space.trial.regularizer.knob == 0.0 and len(grid_points(space)) == 3
-    with pytest.raises(ConfigError, match="regularizer.gamma is now regularizer.knob"):
-        load_space(p)
+def test_trials_parquet_names_a_sampled_trial_as_its_mlflow_run(monkeypatch):
+    """collect's name of a trial is search.resolve's, the run name Tune and MLflow give it (runner,
+    TrialLogger): a sampled trial's carries its id, since a sampler may suggest one point twice."""
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from cmisweep.sweep import collect
+
+    space = load_space_dict(tiny_space(search={"presets": ["cmi"], "gamma": {"low": 0.0, "high": 0.5},
+                                               "seeds": [0, 1]},
+                                       algorithm={"kind": "tpe", "num_samples": 2, "objectives": [
+                                           {"metric": "final/aolr", "mode": "max"}]}))
+    config = {"point": {"preset": "cmi", "gamma": 0.25}, "__trial_index__": 1}
+    trials = [SimpleNamespace(trial_id=tid, config=config, status="TERMINATED", last_result={"epoch": 1})
+              for tid in ("0a1b2_00000", "0a1b2_00007")]  # the sampler's one point, twice
+    epochs = pd.DataFrame({"epoch": [1], "val/elbo": [-300.0]})
+    fake = SimpleNamespace(trials=trials, trial_dataframes={t.trial_id: epochs for t in trials})
+    monkeypatch.setattr(collect, "_analysis", lambda exp_dir: fake)
+    runs = [search.resolve(space, t.config, t.trial_id).name for t in trials]
+    assert runs == ["cmi_g0.25_s1_00000", "cmi_g0.25_s1_00007"]
+    assert list(collect.collect_trials("x", space).sort_values("trial_id")["name"]) == runs
+    assert list(collect.collect_epochs("x", space).sort_values("trial_id")["name"]) == runs

@@ -7,8 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from cmisweep.status import TrialStatus, TuneStatus
-from cmisweep.sweep.search import point_from_config
-from cmisweep.sweep.space import point_name
+from cmisweep.sweep.search import resolve
 from cmisweep.sweep.trainable import CPU_BF16, CPU_MODEL, DEVICE, GPUS, NODE, PRECISION, STATUS, STOPPED_AT
 
 # non-metric fields a trial's last result carries into trials.parquet: the machine it ran on and
@@ -35,7 +34,9 @@ def collect_trials(exp_dir: str, space) -> pd.DataFrame:
         return EMPTY.copy()
     rows = []
     for trial in analysis.trials:
-        point = point_from_config(space, trial.config)
+        # the name Tune and MLflow gave the trial: a sampled trial's carries its id
+        resolved = resolve(space, trial.config, trial.trial_id)
+        point = resolved.point
         last = trial.last_result or {}
         status = last.get(STATUS)
         stopped_at = last.get(STOPPED_AT)
@@ -45,7 +46,7 @@ def collect_trials(exp_dir: str, space) -> pd.DataFrame:
             status = TrialStatus.STOPPED if trial.status == TuneStatus.TERMINATED else TrialStatus.UNFINISHED
             stopped_at = int(last.get("epoch", 0)) if status == TrialStatus.STOPPED else None
         row = {
-            "trial_id": trial.trial_id, "name": point_name(point), "status": str(status),
+            "trial_id": trial.trial_id, "name": resolved.name, "status": str(status),
             "error": error_message(trial) if status == TrialStatus.FAILED else None,
             "preset": point["preset"], "gamma": point["gamma"], "alpha": point.get("alpha"),
             "seed": point["seed"], "epochs_done": int(last.get("epoch", 0)),
@@ -74,7 +75,7 @@ def collect_epochs(exp_dir: str, space) -> pd.DataFrame:
         keep = ["epoch"] + [c for c in df.columns if c.startswith(("train/", "val/"))]
         df = df[df["epoch"].notna()][keep].dropna(how="all", subset=keep[1:])  # the final result is no epoch
         df = df.drop_duplicates("epoch", keep="last").copy()
-        df.insert(0, "name", point_name(point_from_config(space, trial.config)))
+        df.insert(0, "name", resolve(space, trial.config, trial.trial_id).name)
         df.insert(0, "trial_id", trial.trial_id)
         frames.append(df)
     if not frames:

@@ -28,7 +28,7 @@ from typing import Annotated, Literal, Union
 
 from pydantic import Field, field_validator, model_validator
 
-from cmisweep import configio
+from cmisweep import configio, migrate
 from cmisweep.analysis import Analysis, check_family
 from cmisweep.config import PosInt, Strict, TrialConfig
 from cmisweep.errors import ConfigError
@@ -285,22 +285,13 @@ def corner_points(space: SearchSpace) -> list[dict]:
     return out
 
 
-def _stored(raw: dict) -> dict:
-    """A space a sweep saved (results/<name>/space.yaml, every field dumped) in today's names: sweeps
-    started before the knob's rename stored trial.regularizer.gamma (always the default 0.0 there:
-    the point sets the knob)."""
-    reg = (raw.get("trial") or {}).get("regularizer")
-    if isinstance(reg, dict) and "gamma" in reg:
-        reg["knob"] = reg.pop("gamma")
-    return raw
-
-
 def load_space(path: str | Path, overrides: list[str] | tuple = (), stored: bool = False) -> SearchSpace:
     """Load and validate a search space (with KEY=VALUE overrides), including every trial it
     implies (or the corners of its ranges). Any problem is a ConfigError naming the file and the
-    key; nothing is started. stored: a sweep's own copy (--resume, report), read in today's names."""
+    key; nothing is started. stored: a sweep's own copy (--resume, report), read in today's names
+    (cmisweep.migrate); a user's file is not migrated, its old names are refused."""
     raw = configio.read_yaml(path)
-    raw = configio.apply_overrides(_stored(raw) if stored else raw, list(overrides), path)
+    raw = configio.apply_overrides(migrate.current(raw, "space") if stored else raw, list(overrides), path)
     space = configio.validate(SearchSpace, raw, path)
     points = grid_points(space) if space.algorithm.kind == "grid" else corner_points(space)
     for point in points:
