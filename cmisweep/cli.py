@@ -20,6 +20,96 @@ def _fmt(v) -> str:
     return str(v)
 
 
+class _UsageError(Exception):
+    """An argument argparse refused; main() prints it as one line (argparse prints usage + error)."""
+
+    def __init__(self, prog: str, message: str):
+        self.prog, self.message = prog, message
+        super().__init__(message)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse's own: usage on stderr and SystemExit(2)
+        raise _UsageError(self.prog, message)
+
+
+def _int_in(low: int, high: int | None = None):
+    """An argparse type: a whole number in [low, high]; refused with what was expected."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < low or (high is not None and value > high):
+            bound = f"from {low} to {high}" if high is not None else f"{low} or more"
+            raise argparse.ArgumentTypeError(f"expected a whole number {bound}, got {text!r}")
+        return value
+
+    parse.__name__ = "whole number"
+    return parse
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}")
+    return value
+
+
+def _writable(path: str | Path, arg: str, suffixes: tuple[str, ...] = (), directory: bool = False) -> Path:
+    """Refuse an output path that cannot be written, before any work: the nearest existing
+    directory above it must take a new file (probed with an unnamed temporary file, which also
+    catches a read-only filesystem and /proc, where root's os.access says yes)."""
+    import os
+    import tempfile
+
+    from cmisweep.errors import ConfigError
+
+    path = Path(path).expanduser()
+    if suffixes and path.suffix.lower() not in suffixes:
+        raise ConfigError(None, arg, f"{path}: expected a {' or '.join(suffixes)} file name")
+    if not directory and path.is_dir():
+        raise ConfigError(None, arg, f"{path} is a directory; expected a file name")
+    if directory and path.exists() and not path.is_dir():
+        raise ConfigError(None, arg, f"{path} is a file; expected a directory")
+    parent = path if directory and path.is_dir() else path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ConfigError(None, arg, f"cannot write {path}: {parent} is not a directory")
+    try:
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise PermissionError(f"permission denied in {parent}")
+        with tempfile.TemporaryFile(dir=parent):
+            pass
+    except OSError as e:
+        raise ConfigError(None, arg, f"cannot write {path}: {parent} is not writable "
+                                     f"({e.strerror or e})") from None
+    return path
+
+
+def _existing_file(path: str, arg: str) -> Path:
+    from cmisweep.errors import ConfigError
+
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise ConfigError(None, arg, f"{p}: no such file")
+    if not p.is_file():
+        raise ConfigError(None, arg, f"{p} is not a file")
+    return p
+
+
+def _modality_of(run: str, cfg, needed: str, command: str, other: str) -> None:
+    from cmisweep.errors import DataError
+
+    if cfg.data.modality != needed:
+        raise DataError(f"{run}: {command} is for {needed} models; this is a {cfg.model.kind} on "
+                        f"{cfg.data.dataset} (use cmisweep {other})")
+
+
 def cmd_train(args) -> int:
     from cmisweep import configio
     from cmisweep.config import TrialConfig
@@ -37,11 +127,15 @@ def cmd_train(args) -> int:
     store = tracking_uri(args.tracking_uri, None, results)
     check_uri(*store)
     uri = store.uri
-    out = Path(args.out) if args.out else results / "train" / cfg.name
+    out = _writable(args.out or results / "train" / cfg.name, "--out" if args.out else "--results", directory=True)
     ckpt = out / "checkpoint.pt"
     resume = ckpt if args.resume and ckpt.exists() else None
     if args.resume and resume is None:
         print(f"no checkpoint at {ckpt}; starting from scratch", file=sys.stderr)
+    if resume is not None:
+        from cmisweep.training import read_checkpoint
+
+        read_checkpoint(resume)  # a damaged one is refused before the data load, and left as it is
 
     def progress(m: dict, trainer) -> None:
         keys = ("train/loss", "val/objective", "val/elbo", "val/recon", "val/kl_z", "val/c_hat", "val/m_hat")
@@ -63,8 +157,14 @@ def cmd_sample(args) -> int:
     from cmisweep.generation import sample_grid
     from cmisweep.saved import load
 
+    out = _writable(args.out, "--out")
+    if args.data is not None and not Path(args.data).is_dir():
+        from cmisweep.errors import ConfigError
+
+        raise ConfigError(None, "--data", f"{args.data}: no such directory")
     model, cfg = load(args.run, args.tracking_uri)
-    out = sample_grid(model, cfg, Path(args.out), n=args.n, seed=args.seed, data_path=args.data)
+    _modality_of(args.run, cfg, "image", "sample", "convert")
+    out = sample_grid(model, cfg, out, n=args.n, seed=args.seed, data_path=args.data)
     print(f"wrote {out}: {cfg.data.dataset} test images, each followed by {args.n} samples from its z")
     return ExitCode.OK
 
@@ -73,8 +173,11 @@ def cmd_convert(args) -> int:
     from cmisweep.generation import convert
     from cmisweep.saved import load
 
+    source, target = _existing_file(args.source, "SOURCE"), _existing_file(args.target, "TARGET")
+    out = _writable(args.out, "--out", suffixes=(".wav",))
     model, cfg = load(args.run, args.tracking_uri)
-    wav, png = convert(model, cfg, Path(args.source), Path(args.target), Path(args.out), n_iter=args.iterations)
+    _modality_of(args.run, cfg, "speech", "convert", "sample")
+    wav, png = convert(model, cfg, source, target, out, n_iter=args.iterations)
     print(f"wrote {wav} (the voice of {args.source} saying {args.target}) and {png}")
     return ExitCode.OK
 
@@ -83,6 +186,7 @@ def cmd_data_fetch(args) -> int:
     from cmisweep.data.fetch import fetch
     from cmisweep.data.images import locate
 
+    _writable(args.dest, "--dest", directory=True)
     for name in args.datasets:
         if args.if_missing:
             try:
@@ -149,6 +253,7 @@ def cmd_synth_speech(args) -> int:
 
     from cmisweep.data.speech.synth import synth_corpus
 
+    _writable(args.out, "--out", directory=True)
     t0 = time.perf_counter()
     out = synth_corpus(Path(args.out), speakers=args.speakers, utterances=args.utterances, seed=args.seed,
                        test_fraction=args.test_fraction, workers=args.workers)
@@ -163,13 +268,13 @@ def _model_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="cmisweep", description=__doc__.splitlines()[0])
+    p = _Parser(prog="cmisweep", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train and evaluate one trial locally")
     t.add_argument("config", help="a trial config YAML (see search_spaces/ and README)")
     t.add_argument("--out", help="output directory (default results/train/<name>)")
-    t.add_argument("--epochs", type=int, help="override train.epochs")
+    t.add_argument("--epochs", type=_int_in(0), help="override train.epochs")
     t.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a key, e.g. --set regularizer.preset=beta (repeatable; VALUE is YAML)")
     t.add_argument("--resume", action="store_true", help="continue from the checkpoint in the output directory")
@@ -211,15 +316,15 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--tracking-uri", help="MLflow tracking URI (default: the sweep's, else $MLFLOW_TRACKING_URI, "
                                           "else sqlite under results/)")
     u.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)")
-    u.add_argument("--port", type=int, default=5000)
+    u.add_argument("--port", type=_int_in(1, 65535), default=5000)
     u.set_defaults(func=cmd_ui)
 
     sa = sub.add_parser("sample", help="a trained image model's samples: test images, each followed by "
                                        "samples from its z (the paper's Fig. 4)")
     _model_args(sa)
-    sa.add_argument("--n", type=int, default=10, help="samples per image (default 10)")
+    sa.add_argument("--n", type=_int_in(1, 100), default=10, help="samples per image, 1 to 100 (default 10)")
     sa.add_argument("--out", default="samples.png", help="output PNG (default samples.png)")
-    sa.add_argument("--seed", type=int, default=0)
+    sa.add_argument("--seed", type=_int_in(0, 2**32 - 1), default=0)
     sa.add_argument("--data", help="the data directory (default: the model's config, $CMISWEEP_DATA)")
     sa.set_defaults(func=cmd_sample)
 
@@ -229,7 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("source", help="wav whose speaker (z) is kept")
     cv.add_argument("target", help="wav whose content (s) is kept; the output has its length")
     cv.add_argument("--out", default="converted.wav", help="output wav; a PNG of the spectrograms beside it")
-    cv.add_argument("--iterations", type=int, default=32, help="Griffin-Lim iterations (default 32)")
+    cv.add_argument("--iterations", type=_int_in(1, 1000), default=32, help="Griffin-Lim iterations, 1 to 1000 (default 32)")
     cv.set_defaults(func=cmd_convert)
 
     c = sub.add_parser("cluster", help="Ray cluster configs")
@@ -258,17 +363,21 @@ def build_parser() -> argparse.ArgumentParser:
     f.set_defaults(func=cmd_data_fetch)
     sp = dsub.add_parser("synth-speech", help="synthesize the open multi-speaker corpus with espeak-ng")
     sp.add_argument("--out", default="data/speech-synth", help="corpus directory (default ./data/speech-synth)")
-    sp.add_argument("--speakers", type=int, default=120)
-    sp.add_argument("--utterances", type=int, default=10, help="utterances per speaker")
-    sp.add_argument("--seed", type=int, default=0)
-    sp.add_argument("--test-fraction", type=float, default=0.25, help="share of speakers held out for test")
-    sp.add_argument("--workers", type=int, default=2, help="espeak-ng processes at a time")
+    sp.add_argument("--speakers", type=_int_in(1), default=120)
+    sp.add_argument("--utterances", type=_int_in(1), default=10, help="utterances per speaker")
+    sp.add_argument("--seed", type=_int_in(0, 2**32 - 1), default=0)
+    sp.add_argument("--test-fraction", type=_fraction, default=0.25, help="share of speakers held out for test")
+    sp.add_argument("--workers", type=_int_in(1, 64), default=2, help="espeak-ng processes at a time")
     sp.set_defaults(func=cmd_synth_speech)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except _UsageError as e:  # one line, as every other bad input: the argument and what was expected
+        print(f"error: {e.message} (see {e.prog} --help)", file=sys.stderr)
+        return ExitCode.BAD_INPUT
     try:
         return args.func(args)
     except CmisweepError as e:

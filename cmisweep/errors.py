@@ -25,9 +25,8 @@ class ConfigError(CmisweepError):
         self.file = str(file) if file is not None else None
         self.key = key
         self.expected = expected
-        where = self.file or "<config>"
-        if key:
-            where += f": {key}"
+        # a command-line argument (file None, key "--out" or "SWEEP") is named alone
+        where = ": ".join(w for w in (self.file, key) if w) or "<config>"
         super().__init__(f"{where}: {expected}")
 
 

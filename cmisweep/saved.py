@@ -80,25 +80,38 @@ def _tracking_uri(tracking_uri: str | None) -> str:
     return rule(tracking_uri).uri
 
 
+def _looks_like_path(s: str) -> bool:
+    """A string a user meant as a directory: run ids are hex and runs:/ URIs have a scheme."""
+    return not s.startswith("runs:/") and (os.sep in s or s.startswith((".", "~")))
+
+
 def model_path(run_or_dir: str | Path, tracking_uri: str | None = None) -> Path:
     """The local directory of a saved model: a directory (a model, a `cmisweep train --out` dir) as
     is, or a run id / runs:/ URI downloaded from the tracking store."""
-    where = Path(run_or_dir)
+    where = Path(run_or_dir).expanduser()
     if where.exists():
         found = _model_dir(where)
         if found is None:
             raise DataError(f"{where}: no MLflow model here (expected {where}/MLmodel or {where}/{MODEL_DIR}/MLmodel)")
         return found
+    if isinstance(run_or_dir, Path) or _looks_like_path(str(run_or_dir)):
+        raise DataError(f"{run_or_dir}: no such directory (expected a model directory, an MLflow run id or "
+                        f"runs:/<run_id>/{MODEL_DIR})")
     import mlflow
     from mlflow.exceptions import MlflowException
 
+    store = _tracking_uri(tracking_uri)
     uri = str(run_or_dir) if str(run_or_dir).startswith("runs:/") else f"runs:/{run_or_dir}/{MODEL_DIR}"
+    if store.startswith("sqlite:///") and not Path(store.removeprefix("sqlite:///")).is_file():
+        # asking MLflow would create an empty store there (and log its schema migration)
+        raise DataError(f"{run_or_dir}: not a model directory, and there is no MLflow store at {store} to find "
+                        "the run in (pass --tracking-uri, or set MLFLOW_TRACKING_URI)")
     try:
-        return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, tracking_uri=_tracking_uri(tracking_uri)))
+        return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, tracking_uri=store))
     except (MlflowException, OSError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise DataError(f"{run_or_dir}: not a model directory, and no model at {uri} in "
-                            f"{_tracking_uri(tracking_uri)} ({first})") from None
+                            f"{store} ({first})") from None
 
 
 def load(run_or_dir: str | Path, tracking_uri: str | None = None) -> tuple[torch.nn.Module, TrialConfig]:
@@ -106,10 +119,27 @@ def load(run_or_dir: str | Path, tracking_uri: str | None = None) -> tuple[torch
     import mlflow.pytorch
 
     path = model_path(run_or_dir, tracking_uri)
-    model = mlflow.pytorch.load_model(str(path), map_location="cpu")
-    raw = yaml.safe_load((path / "extra_files" / CONFIG_FILE).read_text())
-    cfg = TrialConfig.model_validate(migrate.current(raw, "trial"))  # saved by an older version too
+    try:
+        model = mlflow.pytorch.load_model(str(path), map_location="cpu")
+    except Exception as e:  # noqa: BLE001 - a damaged model raises anything from MLflow's or torch's depths
+        raise DataError(f"{path}: damaged MLflow model, it does not load ({_first_line(e)}); "
+                        "expected a model saved by a cmisweep trial") from None
+    config = path / "extra_files" / CONFIG_FILE
+    try:
+        raw = yaml.safe_load(config.read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise DataError(f"{config}: the model's config is missing or unreadable ({_first_line(e)})") from None
+    try:
+        cfg = TrialConfig.model_validate(migrate.current(raw, "trial"))  # saved by an older version too
+    except ValueError as e:  # pydantic's ValidationError
+        raise DataError(f"{config}: not a valid trial config ({_first_line(e)})") from None
     return model.eval(), cfg
+
+
+def _first_line(e: BaseException) -> str:
+    """The first sentence of an exception's message: torch's and MLflow's run to paragraphs."""
+    text = str(e).strip().splitlines()[0].split(". ")[0][:160] if str(e).strip() else ""
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
 def _torch_version() -> str:

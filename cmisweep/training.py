@@ -22,7 +22,7 @@ import torch.nn as nn
 from cmisweep import regularizer as R
 from cmisweep.files import atomic_write
 from cmisweep.config import TrainConfig
-from cmisweep.errors import TrainingDiverged
+from cmisweep.errors import DataError, TrainingDiverged
 from cmisweep.metrics.active_units import active_units
 
 CHECKPOINT_FORMAT = 1
@@ -333,7 +333,41 @@ class Trainer:
         atomic_write(path, lambda tmp: torch.save(self.state_dict(), tmp))
 
     def restore(self, path: str | Path) -> None:
-        self.load_state_dict(torch.load(path, map_location=self.device, weights_only=True))
+        state = read_checkpoint(path, self.device)
+        try:
+            self.load_state_dict(state)
+        except (RuntimeError, KeyError, ValueError, TypeError) as e:  # another model's or optimizer's state
+            raise DataError(f"{path}: a checkpoint of another model or config; expected one that this config "
+                            f"wrote ({_first_line(e)})") from None
+
+
+CHECKPOINT_KEYS = ("format", "epoch", "history", "best", "model", "critics", "opt", "critic_opt", "rng")
+
+
+def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """A trainer checkpoint's state, or a DataError naming the file: missing, truncated, not a torch
+    file, or a torch file that is not a cmisweep checkpoint. The file itself is left as it is."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no checkpoint file here")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch raises RuntimeError, pickle's errors, EOFError... for a damaged file
+        raise DataError(f"{path}: damaged or truncated checkpoint, not readable by torch.load ({_first_line(e)}); "
+                        "expected a checkpoint.pt written by cmisweep train") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        found = state.get("format") if isinstance(state, dict) else type(state).__name__
+        raise DataError(f"{path}: not a cmisweep checkpoint (format {found}; expected format {CHECKPOINT_FORMAT})")
+    missing = [k for k in CHECKPOINT_KEYS if k not in state]
+    if missing:
+        raise DataError(f"{path}: incomplete checkpoint (no {', '.join(missing)})")
+    return state
+
+
+def _first_line(e: BaseException) -> str:
+    """The first sentence of an exception's message: torch's and MLflow's run to paragraphs."""
+    text = str(e).strip().splitlines()[0].split(". ")[0][:160] if str(e).strip() else ""
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
 @contextlib.contextmanager
