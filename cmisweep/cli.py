@@ -267,10 +267,7 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else results/)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="cmisweep", description=__doc__.splitlines()[0])
-    sub = p.add_subparsers(dest="command", required=True)
-
+def _add_train(sub) -> None:
     t = sub.add_parser("train", help="train and evaluate one trial locally")
     t.add_argument("config", help="a trial config YAML (see search_spaces/ and README)")
     t.add_argument("--out", help="output directory (default results/train/<name>)")
@@ -284,6 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--experiment", default="train", help="MLflow experiment of the run (default: train)")
     t.set_defaults(func=cmd_train)
 
+
+def _add_run(sub) -> None:
     r = sub.add_parser("run", help="run a sweep (Ray Tune + MLflow) from a search space")
     r.add_argument("space", help="a search space YAML (search_spaces/*.yaml)")
     r.add_argument("--resume", action="store_true", help="continue an interrupted sweep of the same name")
@@ -300,6 +299,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--quiet", action="store_true", help="no per-epoch progress lines")
     r.set_defaults(func=cmd_run)
 
+
+def _add_report(sub) -> None:
     rep = sub.add_parser("report", help="write a sweep's reports (parquet, plots, tables) again")
     rep.add_argument("sweep", help="the sweep's name under results/, or its directory")
     rep.add_argument("--results", default="results")
@@ -310,6 +311,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="with --against: the other sweep's presets that make its front (default: this sweep's)")
     rep.set_defaults(func=cmd_report)
 
+
+def _add_ui(sub) -> None:
     u = sub.add_parser("ui", help="start the MLflow UI for a sweep's tracking store")
     u.add_argument("sweep", nargs="?", help="a sweep name (default: the shared store under results/)")
     u.add_argument("--results", default="results")
@@ -319,6 +322,8 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--port", type=_int_in(1, 65535), default=5000)
     u.set_defaults(func=cmd_ui)
 
+
+def _add_sample(sub) -> None:
     sa = sub.add_parser("sample", help="a trained image model's samples: test images, each followed by "
                                        "samples from its z (the paper's Fig. 4)")
     _model_args(sa)
@@ -328,6 +333,8 @@ def build_parser() -> argparse.ArgumentParser:
     sa.add_argument("--data", help="the data directory (default: the model's config, $CMISWEEP_DATA)")
     sa.set_defaults(func=cmd_sample)
 
+
+def _add_convert(sub) -> None:
     cv = sub.add_parser("convert", help="voice conversion with a trained speech model: SOURCE's voice "
                                         "(z) saying TARGET's content (s)")
     _model_args(cv)
@@ -337,6 +344,8 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("--iterations", type=_int_in(1, 1000), default=32, help="Griffin-Lim iterations, 1 to 1000 (default 32)")
     cv.set_defaults(func=cmd_convert)
 
+
+def _add_cluster(sub) -> None:
     c = sub.add_parser("cluster", help="Ray cluster configs")
     csub = c.add_subparsers(dest="cluster_command", required=True)
     cc = csub.add_parser("check", help="validate a cluster YAML against Ray's schema")
@@ -353,6 +362,8 @@ def build_parser() -> argparse.ArgumentParser:
     cr.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a key of the space (repeatable)")
     cr.set_defaults(func=cmd_cluster_rehearse)
 
+
+def _add_data(sub) -> None:
     d = sub.add_parser("data", help="data sets")
     dsub = d.add_subparsers(dest="data_command", required=True)
     f = dsub.add_parser("fetch", help="download and verify MNIST / Fashion-MNIST")
@@ -369,8 +380,14 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--test-fraction", type=_fraction, default=0.25, help="share of speakers held out for test")
     sp.add_argument("--workers", type=_int_in(1, 64), default=2, help="espeak-ng processes at a time")
     sp.set_defaults(func=cmd_synth_speech)
-    return p
 
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="cmisweep", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    for add in (_add_train, _add_run, _add_report, _add_ui, _add_sample, _add_convert, _add_cluster, _add_data):
+        add(sub)
+    return p
 
 def main(argv: list[str] | None = None) -> int:
     try:
