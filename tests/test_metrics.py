@@ -91,8 +91,8 @@ def test_cmisweep_train_end_to_end(fmnist_dir, tmp_path):
 @pytest.mark.slow(25)
 def test_train_sample_and_load_find_the_same_store_through_mlflow_tracking_uri(fmnist_dir, tmp_path, monkeypatch):
     """One rule for the MLflow store (cmisweep.tracking_uri): with $MLFLOW_TRACKING_URI set and no
-    --tracking-uri, `cmisweep train` logs its run there, and `cmisweep sample` and `cmisweep.load`
-    find it there by its id; the default store under results/ stays untouched."""
+    --tracking-uri, `cmisweep train` logs its run there, and `cmisweep sample`, `cmisweep.load` and
+    `cmisweep ui` find it there by its id; the default store under results/ stays untouched."""
     import re
 
     from helpers import cli
@@ -115,6 +115,37 @@ def test_train_sample_and_load_find_the_same_store_through_mlflow_tracking_uri(f
     model, back = cmisweep.load(run_id)
     assert type(model).__name__ == "PixelCNNVAE" and back.model_dump() == yaml.safe_load(
         (tmp_path / "out" / "trial.yaml").read_text())
+    assert _ui_serves_run(run_id, tmp_path, env)  # `cmisweep ui` with no flag serves the same store
+
+
+def _ui_serves_run(run_id: str, cwd, env: dict) -> bool:
+    """Start `cmisweep ui` (no sweep, no flag) under env, ask its REST API for the run, stop it."""
+    import json
+    import os
+    import signal
+    import time
+    import urllib.request
+
+    from cmisweep.sweep.local_cluster import free_port
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "cmisweep", "ui", "--port", str(port)], cwd=cwd,
+                            env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            try:
+                url = f"http://127.0.0.1:{port}/api/2.0/mlflow/runs/get?run_id={run_id}"
+                return json.load(urllib.request.urlopen(url, timeout=5))["run"]["info"]["run_id"] == run_id
+            except urllib.error.HTTPError:
+                return False  # the server answers, but its store has no such run
+            except OSError:
+                time.sleep(0.5)
+        return False
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
 
 
 def test_cmisweep_train_bad_config_exits_2(tmp_path):
