@@ -20,7 +20,7 @@ from cmisweep import regularizer as R
 from cmisweep.config import EvalConfig
 from cmisweep.metrics.encodings import cached_sampler
 from cmisweep.models.critic_ensemble import CriticEnsemble
-from cmisweep.models.critics import JointCritic
+from cmisweep.models.critics import JointCritic, resolve_head
 from cmisweep.training import auto_precision
 
 Sampler = Callable[[int], tuple[torch.Tensor, torch.Tensor]]  # batch size -> (z, s) ~ q(z, s)
@@ -216,7 +216,7 @@ def ihat_metrics(model, data, cfg: EvalConfig, seed: int = 0, legacy: bool = Fal
     t0 = time.perf_counter()
     ic = cfg.ihat
     spec = model.critic_spec
-    head = spec.head if ic.head == "model" else ic.head
+    head = resolve_head(ic.head, spec)
     device = data.val_x.device
     g = torch.Generator().manual_seed(seed)
 
