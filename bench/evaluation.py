@@ -1,14 +1,15 @@
-"""Evaluation cost: a trial's evaluation against its training, and I-hat before/after batching.
+"""Evaluation cost: a trial's evaluation against its training, and I-hat in fp32 and in its precision.
 
     .venv/bin/python bench/evaluation.py [--configs quickstart fmnist-reduced speech-quick] [--epochs N] [--ihat-steps N]
                                          [--fewer-steps 2 4]
 
 For each config (search_spaces/quickstart.yaml's trial as preset cmi, gamma 0.3;
 search_spaces/trials/fmnist-reduced.yaml): trains it (the config's epochs unless --epochs), then on
-the SAME trained model times each piece of cmisweep.trial.evaluate: test/val ELBO, I-hat by the
-former path (legacy=True: critics one after another, encoding every batch) and by the current one
-(one ensemble per head, encodings cached), probes, mCAS + sample grid. Prints times, the
-eval/train ratio and the I-hat values of both paths with their critic-seed spreads. Needs
+the SAME trained model times each piece of cmisweep.trial.evaluate: test/val ELBO, I-hat (one
+critic ensemble per head, encodings cached) in fp32 and in the precision the config's
+evaluation.ihat.precision resolves to here, probes, mCAS + sample grid. Prints times, the
+eval/train ratio and the I-hat values of both with their critic-seed spreads. (The former
+one-critic-at-a-time path is gone from the package; its figures stay in BENCHMARKS.md section 7.) Needs
 Fashion-MNIST ($CMISWEEP_DATA or ./data). speech-quick (search_spaces/speech-quick.yaml's trial,
 cmi at gamma 0.4) is the DSAE's counterpart: I-hat, EER(z)/EER(s), VC-mCAS and the conversion
 figure; its corpus is synthesized into ./data/speech-synth when missing (espeak-ng, ~10 s).
@@ -70,14 +71,14 @@ def bench(name: str, epochs: int | None, ihat_steps: int | None, fewer_steps: tu
     t = {}
     _, t["val+test ELBO"] = timed(lambda: [trainer.validate(x, precision="fp32") for x in (data.val_x, data.test_x)])
     fp32 = ev.model_copy(update={"ihat": ev.ihat.model_copy(update={"precision": "fp32"})})
-    runs = {"I-hat (legacy)": (fp32, True), "I-hat (ensemble fp32)": (fp32, False), "I-hat (new)": (ev, False)}
+    runs = {"I-hat (ensemble fp32)": fp32, "I-hat (new)": ev}
     for f in fewer_steps:  # the issue's "fewer but larger steps": the same examples in 1/f of the steps
         ic = ev.ihat.model_copy(update={"steps": max(1, ev.ihat.steps // f), "batch_size": ev.ihat.batch_size * f})
-        runs[f"I-hat (steps/{f}, batch x{f})"] = (ev.model_copy(update={"ihat": ic}), False)
+        runs[f"I-hat (steps/{f}, batch x{f})"] = ev.model_copy(update={"ihat": ic})
     values = {}
-    for label, (e, legacy) in runs.items():
+    for label, e in runs.items():
         torch.manual_seed(cfg.seed + 7)
-        values[label], t[label] = timed(lambda: ihat_metrics(model, data, e, cfg.seed, legacy=legacy))
+        values[label], t[label] = timed(lambda: ihat_metrics(model, data, e, cfg.seed))
     with tempfile.TemporaryDirectory() as tmp:
         if cfg.data.modality == "image":
             rest, _ = evaluate_images(model, data, ev.model_copy(update={"ihat": None}), Path(tmp), cfg.seed)
@@ -93,22 +94,20 @@ def bench(name: str, epochs: int | None, ihat_steps: int | None, fewer_steps: tu
     for k, v in t.items():
         print(f"{k:24} {v:8.1f} s")
     variants = tuple(k for k in t if k.startswith("I-hat (steps/"))
-    others = ("I-hat (legacy)", "I-hat (ensemble fp32)")
-    eval_new = sum(v for k, v in t.items() if k not in others + variants)
-    eval_old = sum(v for k, v in t.items() if k not in ("I-hat (new)", "I-hat (ensemble fp32)") + variants)
+    base = "I-hat (ensemble fp32)"
+    eval_new = sum(v for k, v in t.items() if k not in (base,) + variants)
     print(f"I-hat new (ihat.precision {ev.ihat.precision}: {'bf16' if bf16_native(data.val_x.device) else 'fp32'} here)"
-          f" {t['I-hat (legacy)'] / t['I-hat (new)']:.2f} x legacy;"
-          f" ensemble fp32 {t['I-hat (legacy)'] / t['I-hat (ensemble fp32)']:.2f} x legacy")
-    print(f"evaluation / training    {eval_new / t_train:8.2f} (new)   {eval_old / t_train:.2f} (legacy)")
+          f" {t[base] / t['I-hat (new)']:.2f} x ensemble fp32")
+    print(f"evaluation / training    {eval_new / t_train:8.2f}")
     for k in variants:
-        print(f"{k}: {t['I-hat (legacy)'] / t[k]:.2f} x legacy, evaluation / training "
+        print(f"{k}: {t[base] / t[k]:.2f} x ensemble fp32, evaluation / training "
               f"{(eval_new - t['I-hat (new)'] + t[k]) / t_train:.2f}")
-    old = values["I-hat (legacy)"]
-    print(f"{'metric':16} {'legacy mean':>11} {'std':>6}   " + "   ".join(
-        f"{lab[7:-1]:>17} {'std':>6} {'|d|/std':>7}" for lab in others[1:] + ("I-hat (new)",) + variants))
+    old = values[base]
+    print(f"{'metric':16} {'fp32 mean':>11} {'std':>6}   " + "   ".join(
+        f"{lab[7:-1]:>17} {'std':>6} {'|d|/std':>7}" for lab in ("I-hat (new)",) + variants))
     for k in NAMES:
         row = f"{k:16} {old[k]:11.3f} {old[k + '_std']:6.3f}   "
-        for lab in others[1:] + ("I-hat (new)",) + variants:
+        for lab in ("I-hat (new)",) + variants:
             v = values[lab]
             row += f"{v[k]:17.3f} {v[k + '_std']:6.3f} {abs(v[k] - old[k]) / max(old[k + '_std'], 1e-9):7.2f}   "
         print(row)

@@ -136,7 +136,7 @@ def preset(
     return Regularizer(a, knob, m_term, c_form, **common)
 
 
-# --- the critics' side: Eq. 12 and the density-ratio read-out --------------------------------------
+# --- the critics' side: Eq. 12 and the density-ratio read-out (trained in cmisweep.critic_training) ---
 
 
 def critic_loss(pos_logits: torch.Tensor, neg_logits: torch.Tensor) -> torch.Tensor:
@@ -213,19 +213,3 @@ def critic_logits(critics, z: torch.Tensor, s: torch.Tensor) -> tuple[torch.Tens
     c = critics["c"](s, z) if "c" in critics else None
     return m, c
 
-
-def critic_batch_loss(critics, z: torch.Tensor, s: torch.Tensor, c_form: CForm) -> torch.Tensor:
-    """Eq. 12 summed over the critics present, on one batch of encodings (z, s) ~ q(z, s).
-
-    D_m: q(z) against z ~ p(z). D_c: (z, s) against (z', s) with z' from negative_z; the
-    embedding of s is shared by both (the negatives keep the batch's own s).
-    """
-    loss = z.new_zeros(())
-    if "m" in critics:
-        d_m = critics["m"]
-        loss = loss + critic_loss(d_m(z), d_m(torch.randn_like(z)))
-    if "c" in critics:
-        d_c = critics["c"]
-        e = d_c.embed(s)
-        loss = loss + critic_loss(d_c.score(e, z), d_c.score(e, negative_z(z, c_form)))
-    return loss

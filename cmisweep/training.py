@@ -1,8 +1,8 @@
 """The trainer: any model of the SequentialVAE protocol under any Regularizer.
 
 Each step: one Adam step of the VAE on -J (cmisweep.regularizer.objective), then `critic_steps`
-Adam steps of the critics with Eq. 12 on the same batch's (detached) encodings, each with fresh
-negatives (the paper alternates 2 critic steps per VAE step, critic lr 10x the VAE lr).
+Adam steps of the critics with Eq. 12 (cmisweep.critic_training) on the same batch's (detached)
+encodings, each with fresh negatives (the paper alternates 2 critic steps per VAE step, critic lr 10x the VAE lr).
 After every epoch: the validation pass, the best epoch by validation score kept (the paper reports
 test values there), and an optional checkpoint that holds everything needed to continue exactly as
 an uninterrupted run would: model, critics, optimizers, RNG states, epoch, history, best state.
@@ -19,6 +19,7 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
+from cmisweep import critic_training
 from cmisweep import regularizer as R
 from cmisweep.files import atomic_write
 from cmisweep.config import TrainConfig
@@ -214,11 +215,8 @@ class Trainer:
         """One Adam step of the critics with Eq. 12 on encodings (z, s), fresh negatives."""
         z, s = self._critic_inputs(z, s)
         with autocast(self.device, self.critic_precision):
-            closs = R.critic_batch_loss(self.critics, z, s, self.reg.c_form)
-        self.critic_opt.zero_grad(set_to_none=True)
-        closs.backward()
-        self.critic_opt.step()
-        return closs.detach()
+            closs = critic_training.batch_loss(self.critics, z, s, self.reg.c_form)
+        return critic_training.step(self.critic_opt, closs)
 
     def _check_finite(self, pending: list[torch.Tensor], epoch: int, first_step: int) -> None:
         """Raise TrainingDiverged at the first step whose VAE or critic loss is non-finite or

@@ -94,3 +94,19 @@ def tiny_speech_space(corpus, name: str = "speech-tiny") -> dict:
         "resources": {"cpu": 1},
         "concurrency": 2,
     }
+
+
+def fit_and_read_forms(critics: dict, sample, held_out: list, steps: int, batch_size: int, lr: float,
+                       seed: int = 0) -> dict:
+    """Critics keyed by negative form ('paper' | 'exact'), one head, trained as I-hat trains them
+    (cmisweep.critic_training.fit: one ensemble, the same positive batches for all, each form's
+    negatives from its own generator) and read out on the held-out (z, s) batches: {form: E[logit]}."""
+    from cmisweep import critic_training
+    from cmisweep.models.critic_ensemble import CriticEnsemble
+
+    forms = list(critics)
+    ensemble = CriticEnsemble([critics[f] for f in forms])
+    gens = [torch.Generator().manual_seed(seed + i) for i in range(len(forms))]
+    critic_training.fit([ensemble], forms, gens, sample, steps, batch_size, lr)
+    (values,) = critic_training.read_out([ensemble], lambda: iter(held_out))
+    return dict(zip(forms, values))

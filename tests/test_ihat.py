@@ -10,10 +10,11 @@ import pytest
 import torch
 
 from cmisweep.config import EvalConfig, IhatConfig
-from cmisweep.metrics.mutual_info import estimate, fit_critics, ihat_metrics
+from cmisweep.metrics.mutual_info import ihat_metrics
 from cmisweep.models.critics import JointCritic
 from cmisweep.models.protocol import CriticSpec, Gaussian
 from cmisweep.reports.tables import TABLE_METRICS
+from helpers import fit_and_read_forms
 
 D = 4  # dimensions of z and of s
 
@@ -123,7 +124,7 @@ def documented_bias() -> dict[tuple[str, str], float]:
 
 @pytest.mark.parametrize("head", ["dot", "cosine", "mlp"])
 def test_head_bias_on_correlated_gaussians(head):
-    """Each head, both forms, trained as I-hat trains them (Eq. 12, fit_critics) until the read-out
+    """Each head, both forms, trained as I-hat trains them (Eq. 12, critic_training.fit) until the read-out
     settles (800 steps of 512: within ~0.02 of 4000 steps), read on held-out pairs. Truth: I(z;s)
     for the exact form (negatives q(z)q(s)), I(z;s) + KL(q(z)||p(z)) for the paper's (p(z)q(s))."""
     bias = documented_bias()
@@ -131,9 +132,10 @@ def test_head_bias_on_correlated_gaussians(head):
     g = torch.Generator().manual_seed(0)
     torch.manual_seed(0)
     critics = {form: JointCritic(D, (D,), head=head, width=64) for form in ("paper", "exact")}
-    fit_critics(critics, lambda n: gaussian_pairs(n, RHO, SIGMA, g), steps=800, batch_size=512, lr=1e-2)
     held_out = [gaussian_pairs(4096, RHO, SIGMA, g) for _ in range(2)]
-    paper, exact = estimate([critics["paper"], critics["exact"]], lambda: iter(held_out))
+    read = fit_and_read_forms(critics, lambda n: gaussian_pairs(n, RHO, SIGMA, g), held_out,
+                              steps=800, batch_size=512, lr=1e-2)
+    paper, exact = read["paper"], read["exact"]
     mi, kl = mutual_information(RHO), kl_to_prior(SIGMA)
     assert exact / mi == pytest.approx(bias[head, "exact"], abs=TOLERANCE)
     assert paper / (mi + kl) == pytest.approx(bias[head, "paper"], abs=TOLERANCE)

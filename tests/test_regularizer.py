@@ -3,9 +3,10 @@ import math
 import pytest
 import torch
 
+from cmisweep import critic_training
 from cmisweep import regularizer as R
-from cmisweep.metrics.mutual_info import estimate, fit_critics
 from cmisweep.models.critics import JointCritic, MarginalCritic
+from helpers import fit_and_read_forms
 
 # fixed per-example terms of a batch of 4, and critic logits
 RECON = torch.tensor([100.0, 120.0, 90.0, 110.0])
@@ -113,20 +114,17 @@ def test_critics_estimate_known_information_on_correlated_gaussians():
 
     torch.manual_seed(0)
     critics = {form: JointCritic(d, (d,), head="mlp", width=128) for form in ("paper", "exact")}
-    fit_critics(critics, sample, steps=1500, batch_size=512, lr=2e-3)
     held_out = [sample(4096) for _ in range(2)]
-    paper, exact = estimate([critics["paper"], critics["exact"]], lambda: iter(held_out))
+    read = fit_and_read_forms(critics, sample, held_out, steps=1500, batch_size=512, lr=2e-3)
+    paper, exact = read["paper"], read["exact"]
     assert exact == pytest.approx(mi, rel=0.15)
     assert paper == pytest.approx(mi + kl_qz, rel=0.15)
 
-    d_m = MarginalCritic(d)
+    d_m = MarginalCritic(d)  # trained by the trainer's critic step (Eq. 12, q(z) against p(z))
     opt = torch.optim.Adam(d_m.parameters(), lr=1e-3)
     for _ in range(1500):
-        z, _ = sample(512)
-        step_loss = R.critic_loss(d_m(z), d_m(torch.randn(512, d)))
-        opt.zero_grad()
-        step_loss.backward()
-        opt.step()
+        z, s = sample(512)
+        critic_training.step(opt, critic_training.batch_loss({"m": d_m}, z, s, "paper"))
     with torch.no_grad():
         m_hat = float(R.kl_estimate(d_m(torch.cat([z for z, _ in held_out]))))
     assert m_hat == pytest.approx(kl_qz, rel=0.15)

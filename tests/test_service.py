@@ -13,7 +13,7 @@ from cmisweep.errors import ConfigError
 from cmisweep.sweep.cluster import check
 from cmisweep.sweep.local_cluster import alive, free_port
 from conftest import ROOT
-from helpers import cli, tiny_space
+from helpers import cli, tiny_space, tiny_trial
 
 
 @pytest.mark.slow(15)
@@ -24,6 +24,32 @@ def test_dry_run_prints_plan_and_cost_without_starting(tmp_path):
     assert "sweep fmnist: 84 trials (grid)" in r.stdout and "beta_g0.1_s0" in r.stdout and "34 more" in r.stdout
     assert "measured step time here" in r.stdout and "days here" in r.stdout  # 300 epochs on 2 CPU cores
     assert not (tmp_path / "results").exists()
+
+
+def test_the_dry_run_prices_the_ihat_a_trial_runs(monkeypatch):
+    """measure_eval times ihat_metrics itself, the trial's I-hat (critic ensembles, precision 'auto'
+    resolved there, on the trial's device), with the trial's critic settings: only the size (steps,
+    images) is smaller. Fails if the plan times another path or another precision."""
+    from cmisweep.config import TrialConfig
+    from cmisweep.metrics import mutual_info
+    from cmisweep.sweep.plan import measure_eval
+    from cmisweep.training import resolve_device
+
+    ihat = {"seeds": 2, "steps": 50, "batch_size": 10, "n_train": 100, "n_eval": 100, "width": 16}
+    cfg = TrialConfig.model_validate(tiny_trial(evaluation={"ihat": ihat, "mcas": False, "sample_grid": False}))
+    calls, real = [], mutual_info.ihat_metrics
+
+    def spy(model, data, ev, seed=0):
+        calls.append((ev.ihat, data.val_x.device))
+        return real(model, data, ev, seed)
+
+    monkeypatch.setattr(mutual_info, "ihat_metrics", spy)
+    assert measure_eval(cfg) > 0
+    assert calls
+    size = {"steps", "n_train", "n_eval"}
+    for ic, device in calls:
+        assert ic.model_dump(exclude=size) == cfg.evaluation.ihat.model_dump(exclude=size)
+        assert device == resolve_device(cfg.train.device)
 
 
 def test_local_run_of_a_gpu_space_without_gpu_is_refused_before_anything_starts(tmp_path):

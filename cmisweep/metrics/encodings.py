@@ -10,13 +10,10 @@ be too large, there is no cache and the caller encodes per batch as before.
 """
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
 
+from cmisweep.critic_training import Sampler
 from cmisweep.models.protocol import Gaussian
-
-Sampler = Callable[[int], tuple[torch.Tensor, torch.Tensor]]  # batch size -> (z, s) ~ q(z, s)
 
 MAX_BYTES = 2 << 30  # fp32 s of 5000 images of 64 x 28 x 28 is 1 GiB
 

@@ -23,6 +23,12 @@ HEADS: tuple[str, ...] = get_args(Head)
 HeadChoice = Literal["model", Head]  # "model": the model's own head (its CriticSpec)
 
 
+def resolve_head(choice: str, spec) -> str:
+    """The head a config's choice names: "model" -> the model's own (its CriticSpec: the paper's
+    dot for the PixelCNN-VAE, cosine for the DSAE), else the head named."""
+    return spec.head if choice == "model" else choice
+
+
 class MarginalCritic(nn.Module):
     """D_m for AdvMI: Linear(z_dim, 400)-ReLU-Linear(400, 1)."""
 
@@ -95,11 +101,11 @@ class JointCritic(nn.Module):
 
 
 def build_critics(z_dim: int, spec, uses_m: bool, uses_c: bool, head: str = "model", width: int = 256) -> nn.ModuleDict:
-    """The critics a regularizer needs: 'm' -> D_m(z), 'c' -> D_c(z, s). head 'model' = the
-    model's own head from its CriticSpec (dot for the PixelCNN-VAE, cosine for the DSAE)."""
+    """The critics a regularizer needs: 'm' -> D_m(z), 'c' -> D_c(z, s) with the head
+    resolve_head picks."""
     critics = nn.ModuleDict()
     if uses_m:
         critics["m"] = MarginalCritic(z_dim)
     if uses_c:
-        critics["c"] = JointCritic(z_dim, spec.s_shape, spec.head if head == "model" else head, width)
+        critics["c"] = JointCritic(z_dim, spec.s_shape, resolve_head(head, spec), width)
     return critics

@@ -41,35 +41,45 @@ def measure_step(cfg, steps: int = 2) -> float:
 
 
 def measure_eval(cfg) -> float:
-    """Seconds of the final evaluation, extrapolated from a few timed pieces: I-hat critic steps
-    and the cached sampler on 100 images (it scales about linearly with the batch)."""
-    from cmisweep.metrics import mutual_info
+    """Seconds of the final evaluation, extrapolated from the pieces a trial runs, at a smaller
+    size. I-hat: ihat_metrics itself (the critic ensembles, in the precision its 'auto' resolves to
+    on the trial's device, and the encodings it caches) at two step counts, which parts a critic
+    step from the encoding of the images; each part scales about linearly. mCAS: the samples of
+    100 images."""
+    from types import SimpleNamespace
+
+    from cmisweep.data import example_shape, random_batch
+    from cmisweep.metrics.mutual_info import ihat_metrics
     from cmisweep.models import build_model
-    from cmisweep.models.critics import JointCritic
+    from cmisweep.training import resolve_device
 
     ev = cfg.evaluation
     if not ev.enabled:
         return 0.0
-    from cmisweep.data import example_shape, random_batch
-
+    device = resolve_device(cfg.train.device)
     torch.manual_seed(0)
-    model = build_model(cfg.model, example_shape(cfg.data)).eval()
+    model = build_model(cfg.model, example_shape(cfg.data)).to(device).eval()
     total = 0.0
     if ev.ihat is not None:
         ic = ev.ihat
-        x = random_batch(cfg.data, ic.batch_size * 3)
-        spec = model.critic_spec
-        head = spec.head if ic.head == "model" else ic.head
-        # the evaluation's critics: both forms of the chosen head, and of the MLP head beside it
-        critics = {(h, f): JointCritic(model.z_dim, spec.s_shape, h, ic.width)
-                   for h in dict.fromkeys((head, "mlp")) for f in ("paper", "exact")}
-        sampler = mutual_info.model_sampler(model, x, torch.Generator().manual_seed(0))
-        t0 = time.perf_counter()
-        mutual_info.fit_critics(critics, sampler, 3, ic.batch_size, ic.lr)
-        total += (time.perf_counter() - t0) / 3 * ic.steps * ic.seeds
+        n = 2 * ic.batch_size  # images encoded to train the critics, and as many read out
+        data = SimpleNamespace(val_x=random_batch(cfg.data, n).to(device), test_x=random_batch(cfg.data, n).to(device))
+
+        def seconds(steps: int) -> float:
+            small = ev.model_copy(update={"ihat": ic.model_copy(update={"steps": steps, "n_train": n, "n_eval": n})})
+            t0 = time.perf_counter()
+            ihat_metrics(model, data, small)
+            return time.perf_counter() - t0
+
+        seconds(1)  # the first call's one-off costs (kernel choice), which a trial pays once
+        short, long = seconds(2), seconds(6)
+        per_step = max(0.0, (long - short) / 4)
+        per_image = max(0.0, short - 2 * per_step) / (2 * n)
+        images = min(ic.n_train, cfg.data.val_size or ic.n_train) + min(ic.n_eval, cfg.data.test_size or ic.n_eval)
+        total += per_step * ic.steps + per_image * images
     if cfg.data.modality == "image" and (ev.mcas or ev.sample_grid):
         t0 = time.perf_counter()
-        model.generate(torch.randn(100, model.z_dim))
+        model.generate(torch.randn(100, model.z_dim, device=device))
         n = 10 * ev.mcas_real_per_class * ev.mcas_samples
         total += (time.perf_counter() - t0) * n / 100
     return total
