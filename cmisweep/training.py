@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import platform
 import time
 from pathlib import Path
 from typing import Callable
@@ -23,24 +22,11 @@ from cmisweep import critic_training
 from cmisweep import regularizer as R
 from cmisweep.files import atomic_write
 from cmisweep.config import TrainConfig
+from cmisweep.device import auto_precision, autocast
 from cmisweep.errors import DataError, TrainingDiverged
 from cmisweep.metrics.active_units import active_units
 
 CHECKPOINT_FORMAT = 1
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("train.device is cuda but no CUDA device is available")
-    return torch.device(name)
-
-
-def autocast(device: torch.device, precision: str):
-    """bf16: autocast; fp32: autocast off, also inside an enclosing bf16 region (the critics may
-    run in fp32 within the VAE's bf16 step)."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 def resolve_precision(precision: str, model: nn.Module, device: torch.device) -> str:
@@ -48,44 +34,6 @@ def resolve_precision(precision: str, model: nn.Module, device: torch.device) ->
     if precision != "auto":
         return precision
     return auto_precision(getattr(model, "fast_precision", "fp32"), device)
-
-
-def auto_precision(fast: str, device: torch.device) -> str:
-    """A measured fast path `fast` where the device runs it natively: bf16 falls back to fp32."""
-    return "fp32" if fast == "bf16" and not bf16_native(device) else fast
-
-
-def bf16_native(device: torch.device) -> bool:
-    """Whether bf16 runs in hardware. A CPU without AVX512-BF16/AMX emulates it: on an AVX2-only
-    EPYC the "fast" bf16 step measured 3-4x slower than fp32 (BENCHMARKS.md section 1)."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        probes = [getattr(torch.cpu, n, None) for n in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
-        return any(p is not None and p() for p in probes)
-    return False
-
-
-def cpu_model() -> str:
-    """The CPU's name: 'model name' in /proc/cpuinfo, else what platform knows. The bf16 kernels
-    differ between CPUs (AMX on the Xeon, AVX512-BF16 on the EPYC of BENCHMARKS.md, emulation
-    elsewhere) and so do their roundings: a trial's numbers belong to the CPU that computed them."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
-
-
-def cpu_bf16_features() -> str:
-    """The native bf16 paths of this CPU that bf16_native probes ("avx512_bf16,amx_tile", one of
-    them, or "none"): whether bf16 ran in hardware, with AMX's own kernels, or not at all."""
-    names = ("avx512_bf16", "amx_tile")
-    probes = [getattr(torch.cpu, f"_is_{n}_supported", None) for n in names]
-    found = [n for n, p in zip(names, probes) if p is not None and p()]
-    return ",".join(found) or "none"
 
 
 def resolve_channels_last(memory_format: str, model: nn.Module) -> bool:

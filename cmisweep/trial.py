@@ -21,7 +21,8 @@ from cmisweep.data import load_dataset
 from cmisweep.models import build_model
 from cmisweep.models.critics import build_critics
 from cmisweep.saved import save_model
-from cmisweep.training import Trainer, resolve_device
+from cmisweep.device import resolve_device
+from cmisweep.training import Trainer
 
 
 @dataclass

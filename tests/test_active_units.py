@@ -10,7 +10,8 @@ from cmisweep.metrics.active_units import ACTIVE_UNIT_THRESHOLD, active_units
 from cmisweep.models.critics import build_critics
 from cmisweep.models.dsae import DSAE
 from cmisweep.models.pixelcnn import PixelCNNVAE
-from cmisweep.training import Trainer, auto_precision
+from cmisweep.device import auto_precision
+from cmisweep.training import Trainer
 from helpers import synthetic_images, tiny_trial
 
 

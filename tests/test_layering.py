@@ -19,6 +19,8 @@ RULES = [
     ("cmisweep.models", "cmisweep.training", "models know no trainer"),
     ("cmisweep.metrics", "cmisweep.sweep", "metrics know no sweep"),
     ("cmisweep.metrics", "cmisweep.reports", "metrics know no report"),
+    ("cmisweep.metrics", "cmisweep.training", "metrics know no trainer"),
+    ("cmisweep.metrics", "cmisweep.trial", "metrics know no trial"),
 ]
 
 

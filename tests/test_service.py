@@ -33,7 +33,7 @@ def test_the_dry_run_prices_the_ihat_a_trial_runs(monkeypatch):
     from cmisweep.config import TrialConfig
     from cmisweep.metrics import mutual_info
     from cmisweep.sweep.plan import measure_eval
-    from cmisweep.training import resolve_device
+    from cmisweep.device import resolve_device
 
     ihat = {"seeds": 2, "steps": 50, "batch_size": 10, "n_train": 100, "n_eval": 100, "width": 16}
     cfg = TrialConfig.model_validate(tiny_trial(evaluation={"ihat": ihat, "mcas": False, "sample_grid": False}))

@@ -22,7 +22,7 @@ from cmisweep.critic_training import Pairs, Sampler
 from cmisweep.metrics.encodings import cached_sampler
 from cmisweep.models.critic_ensemble import CriticEnsemble
 from cmisweep.models.critics import JointCritic, resolve_head
-from cmisweep.training import auto_precision
+from cmisweep.device import auto_precision
 
 
 def ihat(

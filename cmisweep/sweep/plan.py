@@ -19,7 +19,8 @@ def measure_step(cfg, steps: int = 2) -> float:
     """Median seconds of one training step (VAE + critic steps) of a trial config, on random data."""
     from cmisweep.models import build_model
     from cmisweep.models.critics import build_critics
-    from cmisweep.training import Trainer, resolve_device
+    from cmisweep.device import resolve_device
+    from cmisweep.training import Trainer
 
     from cmisweep.data import example_shape, random_batch
 
@@ -51,7 +52,7 @@ def measure_eval(cfg) -> float:
     from cmisweep.data import example_shape, random_batch
     from cmisweep.metrics.mutual_info import ihat_metrics
     from cmisweep.models import build_model
-    from cmisweep.training import resolve_device
+    from cmisweep.device import resolve_device
 
     ev = cfg.evaluation
     if not ev.enabled:

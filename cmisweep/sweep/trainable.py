@@ -24,7 +24,7 @@ from cmisweep.status import TrialStatus
 from cmisweep.sweep.search import resolve
 from cmisweep.sweep.space import SearchSpace
 from cmisweep.trial import build_trainer, finish
-from cmisweep.training import cpu_bf16_features, cpu_model
+from cmisweep.device import cpu_bf16_features, cpu_model
 from cmisweep.vocabulary import is_number
 
 CHECKPOINT_FILE = "checkpoint.pt"
