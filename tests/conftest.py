@@ -3,6 +3,7 @@ CMISWEEP_REQUIRE_DATA=1 a test that needs it fails instead of skipping."""
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,17 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)
 else:
     torch.set_num_threads(2)
+
+
+@pytest.fixture(autouse=True)
+def _own_tracking_store(monkeypatch):
+    """Each test names its MLflow store itself. cmisweep honours $MLFLOW_TRACKING_URI, so a
+    developer's own, or one that mlflow.set_tracking_uri put into this worker's environment (it
+    does), would send the runs of every later test's subprocesses to that store."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    yield
+    if "mlflow" in sys.modules:
+        sys.modules["mlflow"].set_tracking_uri(None)  # forgets the URI and takes it out of os.environ
 
 
 def need_data(*relative: str) -> Path:
