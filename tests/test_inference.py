@@ -166,3 +166,14 @@ def test_the_dry_run_says_what_the_seeds_can_decide(tmp_path, seeds, words):
                                                          ("aolr", "mcas", "ihat", "kl_ratio")]}}))
     line = decidable(load_space(p))
     assert words in line and "p < 0.0125" in line and "the floor is 8 seeds" in line  # 2^(1-8) < 0.05 / 4 < 2^(1-7)
+
+
+def test_a_damaged_epochs_parquet_is_one_line_and_nothing_written(tmp_path, capsys):
+    d = tmp_path / "damaged"
+    d.mkdir()
+    (d / "space.yaml").write_text(yaml.safe_dump({"name": "damaged", "search": {"presets": ["beta", "cmi"]}}))
+    sweep(range(2), lambda s: 0.0).to_parquet(d / "trials.parquet", index=False)
+    (d / "epochs.parquet").write_bytes(b"not parquet")
+    assert main(["report", str(d)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "epochs.parquet" in err[0] and not (d / "reports").exists()

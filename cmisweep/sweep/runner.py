@@ -364,7 +364,12 @@ def _committed_trials(d: Path):
     if missing:
         raise ConfigError(d / "trials.parquet", None, f"not a cmisweep trials.parquet (no column "
                           f"{', '.join(sorted(missing))})")
-    epochs = pd.read_parquet(d / "epochs.parquet") if (d / "epochs.parquet").exists() else None
+    epochs = None
+    if (d / "epochs.parquet").exists():
+        try:
+            epochs = pd.read_parquet(d / "epochs.parquet")
+        except Exception as e:  # noqa: BLE001 - any unreadable file is bad input here
+            raise ConfigError(d / "epochs.parquet", None, f"not a parquet file of epochs ({type(e).__name__})") from None
     return trials, epochs
 
 
