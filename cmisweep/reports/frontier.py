@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from cmisweep.reports.trials import evaluated as finished
+from cmisweep.reports.trials import evaluated
 from cmisweep.vocabulary import KL
 from cmisweep.vocabulary import SCORES as _SCORES
 
@@ -21,9 +21,9 @@ GROUP = ["preset", "gamma", "alpha"]
 
 
 def seed_means(trials: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
-    """Mean, std and count of distinct seeds of each point (repeated trials count once: finished()
+    """Mean, std and count of distinct seeds of each point (repeated trials count once: evaluated()
     drops them); vanilla copied into every other preset."""
-    t = finished(trials)
+    t = evaluated(trials)
     cols = [c for c in columns if c in t.columns]
     if t.empty or not cols:
         return pd.DataFrame(columns=GROUP + ["n_seeds"])
@@ -97,7 +97,7 @@ def at_matched_kl(front: pd.DataFrame, label: str, levels: int = 5) -> pd.DataFr
 def seed_fronts(trials: pd.DataFrame, column: str) -> dict[tuple[str, int], tuple[np.ndarray, np.ndarray]]:
     """(preset, seed) -> that seed's own front of (KL(z), score), sorted by KL(z); the seed's
     vanilla trial (gamma 0) is on every preset's curve."""
-    t = finished(trials)
+    t = evaluated(trials)
     if t.empty or column not in t:
         return {}
     t = t.dropna(subset=[KL, column])

@@ -21,7 +21,8 @@ import numpy as np
 import pandas as pd
 from pymoo.indicators.hv import HV
 
-from cmisweep.reports.frontier import KL, SCORES, finished, seed_means
+from cmisweep.reports.frontier import KL, SCORES, seed_means
+from cmisweep.reports.trials import evaluated
 from cmisweep.vocabulary import METRICS
 
 MIN_RESAMPLES = 100
@@ -59,7 +60,7 @@ def _per_preset(trials: pd.DataFrame, column: str, ref: tuple[float, float]) -> 
 
 def hypervolumes(trials: pd.DataFrame, kl_cap: float, n_boot: int = 200, seed: int = 0) -> pd.DataFrame:
     """One row per (preset, score) with the hypervolume, its bootstrap interval and the reference."""
-    t = finished(trials)
+    t = evaluated(trials)
     rows = []
     if t.empty or KL not in t:
         return pd.DataFrame(columns=COLUMNS)
@@ -99,7 +100,7 @@ def with_reference(front: pd.DataFrame, hv: pd.DataFrame) -> pd.DataFrame:
 def robustness(trials: pd.DataFrame, kl_cap: float) -> pd.DataFrame:
     """The presets ranked by hypervolume (best first) at each reference point of a grid around
     the stated one: rows score, ref_kl_z, ref_value, ranking."""
-    t = finished(trials)
+    t = evaluated(trials)
     rows = []
     for column, (label, higher) in SCORES.items():
         if t.empty or column not in t or t[column].notna().sum() == 0 or METRICS[column].chance is None:

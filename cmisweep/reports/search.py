@@ -13,7 +13,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from cmisweep.reports.frontier import finished, non_dominated  # noqa: E402
+from cmisweep.reports.frontier import non_dominated  # noqa: E402
+from cmisweep.reports.trials import evaluated  # noqa: E402
 
 
 def searched_points(trials: pd.DataFrame, space) -> pd.DataFrame:
@@ -23,7 +24,7 @@ def searched_points(trials: pd.DataFrame, space) -> pd.DataFrame:
         return pd.DataFrame()
     keys = ["preset", "gamma", "alpha"] + sorted(c for c in trials.columns if c.startswith("params."))
     cols = [o.metric for o in objectives]
-    t = finished(trials)
+    t = evaluated(trials)
     if t.empty or not all(c in t for c in cols):
         return pd.DataFrame()
     t = t.assign(alpha=t["alpha"].astype(float))

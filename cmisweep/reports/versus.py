@@ -20,8 +20,9 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from cmisweep.files import atomic_write, atomic_write_text  # noqa: E402
-from cmisweep.reports.frontier import GROUP, KL, SCORES, finished, seed_means  # noqa: E402
+from cmisweep.reports.frontier import GROUP, KL, SCORES, seed_means  # noqa: E402
 from cmisweep.reports.hypervolume import hypervolume, reference_point  # noqa: E402
+from cmisweep.reports.trials import evaluated  # noqa: E402
 
 POINT_COLUMNS = ["score", "preset", "gamma", "alpha", "kl_z", "value", "n_seeds", "hv_gain", "beyond",
                  "seeds_beyond"]
@@ -38,7 +39,7 @@ def against(trials: pd.DataFrame, other: pd.DataFrame, presets: list[str] | None
             kl_cap: float = 50.0) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(points, summary): each point of `trials` (seed means) against the front of `other`'s
     `presets` (default: the presets of `trials` other than vanilla), per score both sweeps have."""
-    t, o = finished(trials), finished(other)
+    t, o = evaluated(trials), evaluated(other)
     seeds = sorted(set(t["seed"]) & set(o["seed"])) if len(t) and len(o) else []
     t, o = t[t["seed"].isin(seeds)], o[o["seed"].isin(seeds)]
     presets = presets or sorted(set(t["preset"]) - {"vanilla"})
@@ -105,8 +106,8 @@ def plot(trials: pd.DataFrame, other: pd.DataFrame, points: pd.DataFrame, column
     p = points[points["score"] == label]
     if p.empty:
         return None
-    o = finished(other)
-    o = _front_rows(o[o["seed"].isin(set(finished(trials)["seed"]))], presets)
+    o = evaluated(other)
+    o = _front_rows(o[o["seed"].isin(set(evaluated(trials)["seed"]))], presets)
     om = seed_means(o, [KL, column]).dropna(subset=[KL, column])
     om = om[om["preset"].isin(presets) | (om["preset"] == "vanilla")]
     fig, ax = plt.subplots(figsize=(5.5, 4))

@@ -300,14 +300,14 @@ def _execute(space, sweep_dir: Path, meta: dict, uri: str, *, resume: bool, addr
 def _conclude(space, sweep_dir: Path, uri: str, sweep_run, exp_dir: str, wall: float, interrupted: bool) -> int:
     """The reports, the parent run's end, the summary, and the exit code (cmisweep.status.ExitCode)."""
     from cmisweep.reports import write_reports
-    from cmisweep.reports.frontier import finished
+    from cmisweep.reports.trials import evaluated as evaluated_trials
     from cmisweep.sweep.collect import collect_epochs, collect_trials
     from cmisweep.sweep.progress import summary_table
 
     frame = write_reports(sweep_dir, space, collect_trials(exp_dir, space), collect_epochs(exp_dir, space))
     sweep_run.log_reports(sweep_dir / "reports", frame)
     count = (lambda status: int((frame["status"] == status).sum()) if len(frame) else 0)
-    failed, stopped, evaluated = count(TrialStatus.FAILED), count(TrialStatus.STOPPED), len(finished(frame))
+    failed, stopped, evaluated = count(TrialStatus.FAILED), count(TrialStatus.STOPPED), len(evaluated_trials(frame))
     interrupted = interrupted or count(TrialStatus.UNFINISHED) > 0
     if interrupted:
         sweep_run.finish(RunStatus.KILLED, unfinished_status=RunStatus.KILLED)
@@ -334,42 +334,36 @@ def _conclude(space, sweep_dir: Path, uri: str, sweep_run, exp_dir: str, wall: f
     return ExitCode.FAILED_TRIALS if failed else ExitCode.OK
 
 
-def _other_trials(against: str) -> tuple[Path, object]:
-    """(path, trials) of `--against`: a trials.parquet, or a directory that holds one."""
+TRIAL_COLUMNS = {"name", "preset", "gamma", "alpha", "seed", "status"}  # what makes a cmisweep trials.parquet
+
+
+def _read_parquet(path: Path, key: str | None, what: str, columns: set[str] = frozenset()):
+    """A parquet file that input names: unreadable, or without the columns, is bad input (one line)."""
     import pandas as pd
 
+    try:
+        frame = pd.read_parquet(path)
+    except Exception as e:  # noqa: BLE001 - any unreadable file is bad input here
+        raise ConfigError(path, key, f"not a parquet file of {what} ({type(e).__name__})") from None
+    missing = columns - set(frame.columns)
+    if missing:
+        raise ConfigError(path, key, f"not a cmisweep {path.name} (no column {', '.join(sorted(missing))})")
+    return frame
+
+
+def _other_trials(against: str) -> tuple[Path, object]:
+    """(path, trials) of `--against`: a trials.parquet, or a directory that holds one."""
     p = Path(against)
     f = p / "trials.parquet" if p.is_dir() else p
     if not f.is_file():
         raise ConfigError(None, "--against", f"no trials at {f} (expected a sweep directory or its trials.parquet)")
-    try:
-        trials = pd.read_parquet(f)
-    except Exception as e:  # noqa: BLE001 - any unreadable file is bad input here
-        raise ConfigError(f, "--against", f"not a parquet file of trials ({type(e).__name__}: {e})") from e
-    missing = {"preset", "gamma", "alpha", "seed", "status"} - set(trials.columns)
-    if missing:
-        raise ConfigError(f, "--against", f"not a cmisweep trials.parquet (no column {', '.join(sorted(missing))})")
-    return f, trials
+    return f, _read_parquet(f, "--against", "trials", TRIAL_COLUMNS - {"name"})
 
 
 def _committed_trials(d: Path):
     """A committed sweep's trials.parquet (and epochs.parquet): what `report` reads without Tune."""
-    import pandas as pd
-
-    try:
-        trials = pd.read_parquet(d / "trials.parquet")
-    except Exception as e:  # noqa: BLE001 - any unreadable file is bad input here
-        raise ConfigError(d / "trials.parquet", None, f"not a parquet file of trials ({type(e).__name__})") from None
-    missing = {"name", "preset", "gamma", "alpha", "seed", "status"} - set(trials.columns)
-    if missing:
-        raise ConfigError(d / "trials.parquet", None, f"not a cmisweep trials.parquet (no column "
-                          f"{', '.join(sorted(missing))})")
-    epochs = None
-    if (d / "epochs.parquet").exists():
-        try:
-            epochs = pd.read_parquet(d / "epochs.parquet")
-        except Exception as e:  # noqa: BLE001 - any unreadable file is bad input here
-            raise ConfigError(d / "epochs.parquet", None, f"not a parquet file of epochs ({type(e).__name__})") from None
+    trials = _read_parquet(d / "trials.parquet", None, "trials", TRIAL_COLUMNS)
+    epochs = _read_parquet(d / "epochs.parquet", None, "epochs") if (d / "epochs.parquet").exists() else None
     return trials, epochs
 
 
