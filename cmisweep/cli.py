@@ -219,6 +219,14 @@ def cmd_report(args) -> int:
     return report(args.sweep, results_root=args.results, against=args.against, presets=args.presets)
 
 
+def cmd_evaluate(args) -> int:
+    from cmisweep.sweep.evaluate import run
+    from cmisweep.sweep.runner import find_sweep
+
+    return run(find_sweep(args.sweep, args.results), args.metrics, args.trials or ["all"], args.set or [],
+               address=args.address)
+
+
 def cmd_ui(args) -> int:
     from cmisweep.sweep.ui import experiment_of, serve, tracking_uri_for
 
@@ -312,6 +320,22 @@ def _add_report(sub) -> None:
     rep.set_defaults(func=cmd_report)
 
 
+def _add_evaluate(sub) -> None:
+    ev = sub.add_parser("evaluate", help="evaluate a sweep's kept models again, or the metrics it deferred "
+                                         "(evaluation.defer), without training")
+    ev.add_argument("sweep", help="the sweep's name under results/, or its directory (a committed study too)")
+    ev.add_argument("--metrics", required=True, help="comma-separated metric groups: ihat, probes, mcas (images); "
+                                                     "ihat, eer, vc_mcas, vc_speaker (speech)")
+    ev.add_argument("--trials", nargs="+", metavar="SELECTION",
+                    help="all (default); claims (every trial of the cells the claims pair); front (the points on a "
+                         "front: for exploring, never feeds a claim); or trial names")
+    ev.add_argument("--set", action="append", metavar="KEY=VALUE",
+                    help="override an evaluation setting, e.g. evaluation.ihat.steps=2000 (repeatable)")
+    ev.add_argument("--results", default="results")
+    ev.add_argument("--address", help="Ray cluster address (default: a local Ray of its own)")
+    ev.set_defaults(func=cmd_evaluate)
+
+
 def _add_ui(sub) -> None:
     u = sub.add_parser("ui", help="start the MLflow UI for a sweep's tracking store")
     u.add_argument("sweep", nargs="?", help="a sweep name (default: the shared store under results/)")
@@ -385,7 +409,7 @@ def _add_data(sub) -> None:
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="cmisweep", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
-    for add in (_add_train, _add_run, _add_report, _add_ui, _add_sample, _add_convert, _add_cluster, _add_data):
+    for add in (_add_train, _add_run, _add_report, _add_evaluate, _add_ui, _add_sample, _add_convert, _add_cluster, _add_data):
         add(sub)
     return p
 

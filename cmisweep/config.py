@@ -25,7 +25,7 @@ PosInt = Annotated[int, Field(gt=0)]
 PosFloat = Annotated[float, Field(gt=0)]
 
 
-from cmisweep.vocabulary import SPEECH_SETS, Dataset, modality
+from cmisweep.vocabulary import SPEECH_SETS, Dataset, EvalMetric, eval_metrics, modality
 
 
 class DataConfig(Strict):
@@ -190,13 +190,37 @@ class EvalConfig(Strict):
     vc_speaker: bool = True
     vc_speaker_segments: PosInt = 20
     batch_size: PosInt = 500
+    # metric groups the trial leaves to `cmisweep evaluate` (its kept model is evaluated later)
+    defer: list[EvalMetric] = []
 
     @model_validator(mode="after")
     def _check(self):
+        if len(set(self.defer)) != len(self.defer):
+            raise ValueError(f"defer names a metric twice: {self.defer}")
         if self.vc_protocol == "paper" and self.vc_pairs > self.vc_segments // 2:
             raise ValueError(f"vc_pairs = {self.vc_pairs} > vc_segments / 2 = {self.vc_segments // 2}: each pair "
                              "takes one female and one male segment of the vc_segments (the paper: 250 of 500)")
         return self
+
+
+# EvalConfig's switch of each metric group (vocabulary.EVAL_METRICS); I-hat is off when None
+SWITCHES = {"ihat": "ihat", "probes": "probes", "mcas": "mcas", "eer": "eer", "vc_mcas": "vc_mcas",
+            "vc_speaker": "vc_speaker"}
+
+
+def switched_on(ev: EvalConfig) -> set[str]:
+    """The metric groups the config runs (deferred or not)."""
+    return {m for m, switch in SWITCHES.items() if getattr(ev, switch) not in (None, False)}
+
+
+def selected(ev: EvalConfig, metrics) -> EvalConfig:
+    """ev with exactly the groups in `metrics` on: a trial's own evaluation is selected(ev, what it
+    does not defer); `cmisweep evaluate --metrics` selects what it asks for. A group switched off
+    in the trial's config runs with its defaults when asked for (I-hat's settings of IhatConfig())."""
+    metrics = set(metrics)
+    update = {switch: (m in metrics) for m, switch in SWITCHES.items() if switch != "ihat"}
+    update["ihat"] = (ev.ihat or IhatConfig()) if "ihat" in metrics else None
+    return ev.model_copy(update=update)
 
 
 class TrialConfig(Strict):
@@ -226,6 +250,10 @@ class TrialConfig(Strict):
         if MODALITY[self.model.kind] != self.data.modality:
             raise ValueError(f"model {self.model.kind} is for {MODALITY[self.model.kind]} data; dataset "
                              f"{self.data.dataset} is {self.data.modality}")
+        wrong = [m for m in self.evaluation.defer if m not in eval_metrics(self.data.modality)]
+        if wrong:
+            raise ValueError(f"evaluation.defer: {', '.join(wrong)} is not measured on {self.data.modality} data; "
+                             f"expected some of {', '.join(eval_metrics(self.data.modality))}")
         n = self.data.train_size
         if n is not None and n < self.train.batch_size:
             raise ValueError(f"data.train_size = {n} is smaller than train.batch_size = {self.train.batch_size}")

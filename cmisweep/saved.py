@@ -115,8 +115,14 @@ def model_path(run_or_dir: str | Path, tracking_uri: str | None = None) -> Path:
 
 
 def load(run_or_dir: str | Path, tracking_uri: str | None = None) -> tuple[torch.nn.Module, TrialConfig]:
-    """(model in eval mode on the CPU, its TrialConfig) from a run id, a runs:/ URI or a directory."""
+    """(model in eval mode on the CPU, its TrialConfig) from a run id, a runs:/ URI, a directory or
+    a sweep's kept model (results/<sweep>/models/<trial>.pt, cmisweep.kept_model)."""
     import mlflow.pytorch
+
+    if Path(run_or_dir).expanduser().is_file():
+        from cmisweep.kept_model import load_kept
+
+        return load_kept(Path(run_or_dir).expanduser())
 
     path = model_path(run_or_dir, tracking_uri)
     try:

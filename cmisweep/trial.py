@@ -16,12 +16,14 @@ from typing import Callable
 import torch
 import yaml
 
-from cmisweep.config import TrialConfig
+from cmisweep.config import TrialConfig, selected, switched_on
 from cmisweep.data import load_dataset
 from cmisweep.models import build_model
 from cmisweep.models.critics import build_critics
+from cmisweep.kept_model import round_to_kept
 from cmisweep.saved import save_model
 from cmisweep.device import resolve_device
+from cmisweep.vocabulary import eval_metrics
 from cmisweep.training import Trainer
 
 
@@ -71,11 +73,10 @@ def flat_params(cfg: TrialConfig) -> dict:
 
 
 def evaluate(trainer: Trainer, data, cfg: TrialConfig, out_dir: Path) -> tuple[dict, list[Path]]:
-    """Final metrics at the best epoch: ELBO terms on validation and test, then the data's suite."""
-    from cmisweep.metrics.images import evaluate_images
-    from cmisweep.metrics.speech import evaluate_speech
-
+    """Final metrics at the best epoch: ELBO terms on validation and test, then the data's suite
+    less what the config defers to `cmisweep evaluate`."""
     trainer.load_best()
+    round_to_kept(trainer.model)  # the evaluated model is the one kept: re-evaluating it reproduces these numbers
     torch.manual_seed(cfg.seed + 7)  # the evaluation is reproducible whatever happened in training
     metrics: dict = {"best_epoch": trainer.best["epoch"] if trainer.best else 0}
     for split, x in (("val", data.val_x), ("test", data.test_x)):
@@ -87,10 +88,23 @@ def evaluate(trainer: Trainer, data, cfg: TrialConfig, out_dir: Path) -> tuple[d
     metrics["active_units_frac"] = metrics["active_units"] / trainer.model.z_dim
     artifacts: list[Path] = []
     if cfg.evaluation.enabled:
-        suite = evaluate_images if cfg.data.modality == "image" else evaluate_speech
-        m, artifacts = suite(trainer.model, data, cfg.evaluation, out_dir, cfg.seed)
+        on = switched_on(cfg.evaluation)
+        m, artifacts = run_suite(trainer.model, data, cfg, [g for g in eval_metrics(cfg.data.modality) if g in on],
+                                 out_dir)
         metrics.update(m)
     return metrics, artifacts
+
+
+def run_suite(model, data, cfg: TrialConfig, metrics: list[str], out_dir: Path) -> tuple[dict, list[Path]]:
+    """The data's evaluation suite on `metrics` less those the config defers: a trial's end, and
+    `cmisweep evaluate` on a kept model (which asks for what it names, deferred or not, with
+    `cfg.evaluation.defer` cleared)."""
+    from cmisweep.metrics.images import evaluate_images
+    from cmisweep.metrics.speech import evaluate_speech
+
+    suite = evaluate_images if cfg.data.modality == "image" else evaluate_speech
+    ev = selected(cfg.evaluation, [m for m in metrics if m not in cfg.evaluation.defer])
+    return suite(model, data, ev, out_dir, cfg.seed)
 
 
 def finish(trainer: Trainer, data, cfg: TrialConfig, out_dir: Path) -> tuple[dict, list[Path]]:

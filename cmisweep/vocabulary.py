@@ -32,6 +32,41 @@ COLLAPSE_KL = 0.1
 ACTIVE_UNIT_VARIANCE = 0.01
 
 
+# The evaluation's metric groups (docs/design.md section 7): the names `evaluation.defer` and
+# `cmisweep evaluate --metrics` take, with the modalities each applies to and the EvalConfig switch
+# that runs it. The ELBO terms, KL(z) and the active units are not among them: every trial computes
+# them at its end (they are cheap, and collapse and every front need KL(z)).
+EvalMetric = Literal["ihat", "probes", "mcas", "eer", "vc_mcas", "vc_speaker"]
+
+
+class EvalGroup(NamedTuple):
+    modalities: tuple[str, ...]
+    columns: tuple[str, ...]  # the headline final/ columns it writes (it writes their spreads and times too)
+
+
+EVAL_METRICS: dict[str, EvalGroup] = {
+    "ihat": EvalGroup(("image", "speech"), ("final/ihat_paper", "final/ihat_exact", "final/ihat_mlp_paper",
+                                            "final/ihat_mlp_exact")),  # I-hat(z;s), fresh critics (Table 1)
+    "probes": EvalGroup(("image",), ("final/aolr", "final/aosvm")),
+    "mcas": EvalGroup(("image",), ("final/mcas", "final/mcas_svm")),  # and the sample grid
+    "eer": EvalGroup(("speech",), ("final/eer_z", "final/eer_s")),
+    "vc_mcas": EvalGroup(("speech",), ("final/vc_mcas",)),  # on gender
+    "vc_speaker": EvalGroup(("speech",), ("final/vc_mcas_speaker",)),  # over the test speakers
+}
+MODELS_DIR = "models"  # a sweep's kept models: results/<sweep>/models/<trial name>.pt
+EVALUATIONS_FILE = "evaluations.parquet"  # the history of `cmisweep evaluate` in a sweep directory
+
+
+def eval_metrics(kind: str) -> list[str]:
+    """The metric groups of a modality, in the order a trial runs them."""
+    return [m for m, g in EVAL_METRICS.items() if kind in g.modalities]
+
+
+def metric_group(column: str) -> str | None:
+    """The evaluation's metric group that writes a final/ column (None: computed by every trial)."""
+    return next((m for m, g in EVAL_METRICS.items() if column in g.columns), None)
+
+
 class Metric(NamedTuple):
     label: str  # the report's name, with its unit
     factor: float  # what the report multiplies the stored value by (the paper's units and signs)

@@ -163,6 +163,7 @@ def test_a_tracking_server_down_for_a_while_delays_the_data_but_loses_none(tmp_p
     from mlflow.tracking import MlflowClient
 
     from cmisweep.sweep import tracking
+    from cmisweep.sweep.outbox import Outbox
 
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # as the runner sets it: fail fast, keep
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
@@ -171,30 +172,34 @@ def test_a_tracking_server_down_for_a_while_delays_the_data_but_loses_none(tmp_p
     server = _mlflow_server(tmp_path, port)
     try:
         _wait_port(port, 90)
-        run = tracking.SweepRun(uri, "outage", "sweep-outage", "outage", None)
+        # the trial logger's outbox is another object (Tune's restored copy): it reports through a file
+        trials_outbox = Outbox(tmp_path / "unlogged.json")
+        run = tracking.SweepRun(uri, "outage", "sweep-outage", "outage", None, trial_outbox=trials_outbox.count_file)
         parent = run.start()
         client = MlflowClient(uri)
-        tracking._safe("sweep-outage", client.log_metric, parent, "m", 0.0, 0, 0)
+        run.outbox.call(client.log_metric, parent, "m", 0.0, 0, 0)
         os.killpg(server.pid, signal.SIGKILL)  # the server goes away mid-sweep
         server.wait()
         for step in (1, 2, 3):
-            tracking._safe("sweep-outage", client.log_metric, parent, "m", float(step), 0, step)
+            run.outbox.call(client.log_metric, parent, "m", float(step), 0, step)
+        trials_outbox.call(client.set_tag, parent, "from_trials", "yes")
         run.finish()  # closing the parent run is kept too
-        assert len(tracking.PENDING["sweep-outage"]) == 4
+        assert len(run.outbox) == 4 and len(trials_outbox) == 1
         assert "keeping calls to replay" in capsys.readouterr().err
-        assert run.unlogged(wait_s=1) == 4  # still down: nothing is dropped
+        assert run.unlogged(wait_s=1) == 5  # still down: nothing is dropped, the other outbox's call counted
         server = _mlflow_server(tmp_path, port)  # back, same store
         _wait_port(port, 90)
+        assert trials_outbox.drain(wait_s=60) == 0
         assert run.unlogged(wait_s=60) == 0
         assert [m.value for m in client.get_metric_history(parent, "m")] == [0.0, 1.0, 2.0, 3.0]
         assert client.get_run(parent).info.status == "FINISHED"
+        assert client.get_run(parent).data.tags["from_trials"] == "yes"
     finally:
         try:
             os.killpg(server.pid, signal.SIGTERM)
             server.wait(timeout=30)
         except ProcessLookupError:
             pass
-        tracking.PENDING.pop("sweep-outage", None)
 
 
 

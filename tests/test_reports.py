@@ -55,3 +55,21 @@ def test_report_states_units_and_matched_kl_is_in_them():
                     "## KL(z) (nats, test) (mean", "## EER(z) [%] at matched KL(z)", "## AoLR (accuracy, fraction)"):
         assert heading in md, heading
     assert "## ELBO" not in md and "| -300" not in md
+
+
+def test_points_that_differ_only_in_a_searched_parameter_are_never_averaged_together():
+    """One seed grouping (reports.trials.point_groups) keys on the searched parameters too: an
+    ablation of critic_lr at one gamma keeps each setting's mean, rate and table column apart."""
+    from cmisweep.reports.collapse import rates
+    from cmisweep.reports.frontier import seed_means
+
+    rows = [{"name": f"cmi_lr{lr}_s{seed}", "status": "FINISHED", "preset": "cmi", "gamma": 0.3, "alpha": None,
+             "seed": seed, "params.regularizer.critic_lr": lr,
+             "final/test/kl_z": 0.01 if lr == 0.01 else 6.0 + seed, "final/aolr": 0.1 if lr == 0.01 else 0.7}
+            for lr in (0.001, 0.01) for seed in (0, 1)]
+    t = pd.DataFrame(rows)
+    means = seed_means(t, ["final/test/kl_z", "final/aolr"]).sort_values("params.regularizer.critic_lr")
+    assert list(means["final/aolr"]) == pytest.approx([0.7, 0.1]) and list(means["n_seeds"]) == [2, 2]
+    assert list(rates(t).sort_values("params.regularizer.critic_lr")["collapsed"]) == [0, 2]
+    table = method_by_gamma(t, "final/aolr")
+    assert len(table.columns) == 2 and all("critic_lr" in c for c in table.columns)

@@ -5,11 +5,13 @@
                                        collapsed, repeat_of, cpu_model, precision
     results/<sweep>/epochs.parquet     one row per trial and epoch (train/, val/ results)
     results/<sweep>/frontier.parquet   per regularizer, the Pareto front of KL(z) vs each score
+    (results/<sweep>/evaluations.parquet, written by `cmisweep evaluate`, is applied first:
+    reports.evaluations)
     results/<sweep>/reports/           report.md (collapse first, then the claims, Tables 4/5 layout,
                                        hypervolumes, matched-KL comparisons, descriptive tests),
                                        kl_vs_<score>.png (Fig. 3), claims.csv, collapse.csv,
                                        collapse_tests.csv, hypervolume.csv, hypervolume_robustness.csv,
-                                       paired_tests.csv
+                                       paired_tests.csv, evaluated_metrics.csv
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ import pandas as pd
 
 from cmisweep.analysis import kl_cap
 from cmisweep.files import atomic_write, atomic_write_text
-from cmisweep.reports import collapse
+from cmisweep.reports import collapse, evaluations
 from cmisweep.reports.claims import judge
 from cmisweep.reports.frontier import SCORES, frontier
 from cmisweep.reports.hypervolume import hypervolumes, robustness, with_reference
@@ -28,17 +30,20 @@ from cmisweep.reports.plots import plot_kl_vs
 from cmisweep.reports.search import plot_search, searched_points
 from cmisweep.reports.tables import TABLE_METRICS, method_by_gamma, paired_tests
 from cmisweep.reports.trials import prepare
-from cmisweep.vocabulary import KL, plot_file
+from cmisweep.vocabulary import EVAL_METRICS, KL, modality, plot_file
 
 
 def write_reports(sweep_dir: Path, space, trials: pd.DataFrame, epochs: pd.DataFrame | None = None) -> pd.DataFrame:
     """Write every report of a sweep from its trials (and per-epoch history, when given); returns
     the trials frame as written. Reads no Tune state: a committed sweep's files are enough."""
-    trials = prepare(trials)
+    history = evaluations.read_history(sweep_dir)
+    trials = evaluations.apply(prepare(trials), history)  # the latest evaluation of each metric
     atomic_write(sweep_dir / "trials.parquet", lambda p: trials.to_parquet(p, index=False))
     if epochs is not None and len(epochs):
         atomic_write(sweep_dir / "epochs.parquet", lambda p: epochs.to_parquet(p, index=False))
     cap = kl_cap(space.analysis, space.trial.data.dataset)
+    kind = modality(space.trial.data.dataset)
+    deferred = {c for m in space.trial.evaluation.defer for c in EVAL_METRICS[m].columns}
     hv = hypervolumes(trials, cap)
     front = with_reference(frontier(trials), hv)
     atomic_write(sweep_dir / "frontier.parquet", lambda p: front.to_parquet(p, index=False))
@@ -46,7 +51,9 @@ def write_reports(sweep_dir: Path, space, trials: pd.DataFrame, epochs: pd.DataF
     out.mkdir(exist_ok=True)
     tables = {"hypervolume": hv, "hypervolume_robustness": robustness(trials, cap),
               "collapse": collapse.rates(trials), "collapse_tests": collapse.mcnemar(trials),
-              "paired_tests": paired_tests(trials), "claims": judge(trials, space.analysis)}
+              "paired_tests": paired_tests(trials),
+              "claims": judge(evaluations.for_claims(trials, history), space.analysis, deferred),
+              "evaluated_metrics": evaluations.coverage(trials, history, kind, space.trial.evaluation.defer)}
     for stem, frame in tables.items():
         atomic_write(out / f"{stem}.csv", lambda p, f=frame: f.to_csv(p, index=False))
     plots = []
@@ -61,9 +68,9 @@ def write_reports(sweep_dir: Path, space, trials: pd.DataFrame, epochs: pd.DataF
         p = plot_search(points, space, out / "search_points.png")
         if p is not None:
             plots.append(p)
-    history = (sweep_dir / "epochs.parquet").exists()
     atomic_write_text(out / "report.md", markdown(space.name, trials, front, tables, plots, points,
-                                                  alpha=space.analysis.alpha, history=history))
+                                                  alpha=space.analysis.alpha, history=(sweep_dir / "epochs.parquet").exists(),
+                                                  models=evaluations.models(sweep_dir, trials)))
     return trials
 
 

@@ -33,15 +33,17 @@ SIGN_FLIP = "exact sign-flip test of the per-seed mean difference"
 TOST = "TOST: two one-sided sign-flip tests against the margin"
 
 
-def family(trials: pd.DataFrame, analysis: Analysis | None) -> tuple[list[FamilyClaim], str]:
+def family(trials: pd.DataFrame, analysis: Analysis | None, deferred=()) -> tuple[list[FamilyClaim], str]:
     """The claims Holm runs over and how they were chosen: declared, post hoc, or (none declared)
-    every paper claim measured against every baseline run, post hoc."""
+    every paper claim measured (or deferred: its column in `deferred`) against every baseline run,
+    post hoc."""
     if analysis is not None and analysis.family:
         return list(analysis.family), "post hoc" if analysis.post_hoc else "declared"
     t = evaluated(trials)
     baselines = sorted(set(t["preset"]) - {"cmi", "vanilla"}) if len(t) else []
     out = [FamilyClaim(claim=name, baseline=b) for name, spec in CLAIMS.items() for b in baselines
-           if spec.column in t and t[spec.column].notna().any() and (spec.sign != 0 or b == "beta")]
+           if (spec.column in deferred or spec.column in t and t[spec.column].notna().any())
+           and (spec.sign != 0 or b == "beta")]
     return out, "post hoc: no family was declared before the run"
 
 
@@ -85,11 +87,12 @@ def _holm(p: pd.Series) -> pd.Series:
     return out
 
 
-def judge(trials: pd.DataFrame, analysis: Analysis | None = None) -> pd.DataFrame:
-    """One row per member of the family: CMI variant x (claim, baseline)."""
+def judge(trials: pd.DataFrame, analysis: Analysis | None = None, deferred=()) -> pd.DataFrame:
+    """One row per member of the family: CMI variant x (claim, baseline). deferred: columns the
+    sweep left to `cmisweep evaluate` (their claims read "not evaluated" until every cell has them)."""
     alpha = analysis.alpha if analysis else 0.05
     power = analysis.power if analysis else 0.8
-    members, how = family(trials, analysis)
+    members, how = family(trials, analysis, deferred)
     by_base: dict[str, list] = {}
     for c in comparisons(trials):
         by_base.setdefault(c.baseline, []).append(c)

@@ -7,7 +7,7 @@ import pandas as pd
 from scipy.stats import binomtest
 
 from cmisweep.reports.pairing import comparisons
-from cmisweep.reports.trials import evaluated
+from cmisweep.reports.trials import evaluated, point_columns, point_groups
 
 RATE_COLUMNS = ["preset", "gamma", "alpha", "n_trials", "n_seeds", "collapsed", "rate", "ci_low", "ci_high"]
 TEST_COLUMNS = ["comparison", "baseline", "n_pairs", "only_reference", "only_baseline", "both", "rate_difference",
@@ -20,13 +20,13 @@ def rates(trials: pd.DataFrame) -> pd.DataFrame:
     rows = []
     if t.empty:
         return pd.DataFrame(columns=RATE_COLUMNS)
-    t = t.assign(alpha=t["alpha"].astype(float))
-    for (preset, gamma, alpha), g in t.groupby(["preset", "gamma", "alpha"], dropna=False):
+    keys = point_columns(t)
+    for point, g in point_groups(t.assign(alpha=t["alpha"].astype(float))):
         k, n = int(g["collapsed"].sum()), len(g)
         ci = binomtest(k, n).proportion_ci(method="exact")
-        rows.append({"preset": preset, "gamma": gamma, "alpha": alpha, "n_trials": n, "n_seeds": g["seed"].nunique(),
+        rows.append({**dict(zip(keys, point)), "n_trials": n, "n_seeds": g["seed"].nunique(),
                      "collapsed": k, "rate": k / n, "ci_low": ci.low, "ci_high": ci.high})
-    return pd.DataFrame(rows, columns=RATE_COLUMNS)
+    return pd.DataFrame(rows, columns=keys + RATE_COLUMNS[3:])
 
 
 def mcnemar(trials: pd.DataFrame) -> pd.DataFrame:

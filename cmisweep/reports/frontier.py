@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from pymoo.util.nds.non_dominated_sorting import find_non_dominated
 
-from cmisweep.reports.trials import evaluated
+from cmisweep.reports.trials import evaluated, point_means
 from cmisweep.vocabulary import KL
 from cmisweep.vocabulary import SCORES as _SCORES
 
@@ -21,31 +22,24 @@ GROUP = ["preset", "gamma", "alpha"]
 
 
 def seed_means(trials: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
-    """Mean, std and count of distinct seeds of each point (repeated trials count once: evaluated()
-    drops them); vanilla copied into every other preset."""
+    """trials.point_means, with the vanilla point copied into every other preset's curve."""
     t = evaluated(trials)
-    cols = [c for c in columns if c in t.columns]
-    if t.empty or not cols:
-        return pd.DataFrame(columns=GROUP + ["n_seeds"])
-    t = t.assign(alpha=t["alpha"].astype(float))
-    presets = sorted(set(t["preset"]) - {"vanilla"})
+    presets = sorted(set(t["preset"]) - {"vanilla"}) if len(t) else []
     vanilla = t[t["preset"] == "vanilla"]
-    t = pd.concat([t[t["preset"] != "vanilla"]] + [vanilla.assign(preset=p) for p in presets] +
-                  ([vanilla] if not presets else []))
-    g = t.groupby(["preset", "gamma", t["alpha"].fillna(-1.0)], dropna=False)[cols]
-    seeds = t.groupby(["preset", "gamma", t["alpha"].fillna(-1.0)], dropna=False)["seed"].nunique()
-    out = g.mean().join(g.std().add_suffix("_std")).join(seeds.rename("n_seeds")).reset_index()
-    out["alpha"] = out["alpha"].where(out["alpha"] >= 0)
-    return out
+    if presets and len(vanilla):
+        t = pd.concat([t[t["preset"] != "vanilla"]] + [vanilla.assign(preset=p) for p in presets])
+    return point_means(t, columns)
 
 
 def non_dominated(values: np.ndarray) -> np.ndarray:
     """Mask of the rows of `values` (n points x k objectives, higher is better) that no other row
-    dominates (at least as good everywhere, better somewhere); rows with a non-finite value are off."""
+    dominates (at least as good everywhere, better somewhere); rows with a non-finite value are off.
+    pymoo's non-dominated sorting (it minimizes, hence the sign)."""
+    values = np.asarray(values, float)
     keep = np.zeros(len(values), dtype=bool)
-    for i in range(len(values)):
-        dominated = (values >= values[i]).all(axis=1) & (values > values[i]).any(axis=1)
-        keep[i] = np.isfinite(values[i]).all() and not dominated.any()
+    finite = np.flatnonzero(np.isfinite(values).all(axis=1))
+    if len(finite):
+        keep[finite[find_non_dominated(-values[finite])]] = True
     return keep
 
 

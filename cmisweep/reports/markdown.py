@@ -119,13 +119,32 @@ def trials_section(trials: pd.DataFrame, tables: dict, points: pd.DataFrame | No
         + ("" if recorded else " (not recorded for this sweep)") + ".", ""]
 
 
+def evaluation_section(tables: dict, models: tuple[int, list[str]] | None) -> list[str]:
+    """Which trials carry which metric, from which evaluation; which models are kept."""
+    cov = tables.get("evaluated_metrics", pd.DataFrame())
+    lines = ["## Metrics and their evaluations", "",
+             "Each metric's value is its latest evaluation: at the trial's end (at_training) or by `cmisweep "
+             "evaluate` (evaluations.parquet). A claim is judged only when every trial of its cells carries its "
+             "metric; values from an evaluation of the front alone never feed a claim.", ""]
+    if len(cov):
+        lines += [_md(cov), ""]
+    if models is not None:
+        kept, missing = models
+        lines += [f"Kept models (models/, fp16): {kept} of {kept + len(missing)} evaluated trials"
+                  + (": every trial can be re-evaluated." if not missing else
+                     f"; missing: {', '.join(missing[:20])}" + (f" and {len(missing) - 20} more" if len(missing) > 20 else "")
+                     + " (these cannot be re-evaluated without training them again)."), ""]
+    return lines
+
+
 def markdown(name: str, trials: pd.DataFrame, front: pd.DataFrame, tables: dict[str, pd.DataFrame],
-             plots: list[Path], points: pd.DataFrame | None = None, alpha: float = 0.05, history: bool = False) -> str:
+             plots: list[Path], points: pd.DataFrame | None = None, alpha: float = 0.05, history: bool = False,
+             models: tuple[int, list[str]] | None = None) -> str:
     counts = trials["status"].value_counts().to_dict() if len(trials) else {}
     repeats = int(trials["repeat_of"].notna().sum()) if "repeat_of" in trials else 0
     head = [f"# Sweep {name}", "", f"{len(trials)} trials: " + ", ".join(f"{v} {k}" for k, v in counts.items())
             + (f"; {repeats} repeat an earlier trial's point and seed and count once" if repeats else ""), ""]
-    return "\n".join(head + collapse_section(tables) + claims_section(tables, alpha)
+    return "\n".join(head + collapse_section(tables) + claims_section(tables, alpha) + evaluation_section(tables, models)
                      + [UNITS_NOTE, ""] + [f"![{p.stem}]({p.name})" for p in plots] + [""]
                      + tables_section(trials) + fronts_section(trials, front, tables)
                      + trials_section(trials, tables, points, history))

@@ -9,7 +9,7 @@ import pandas as pd
 from cmisweep.reports import inference as inf
 from cmisweep.reports.frontier import SCORES, at_matched_kl, matched_kl_interpolated, seed_means
 from cmisweep.reports.pairing import comparisons, pair_values, per_seed
-from cmisweep.vocabulary import METRICS, factor
+from cmisweep.vocabulary import METRICS, factor, is_number
 
 UNITS_NOTE = ("Units: EER and VC-mCAS in percent (the stored fraction x 100, as the paper's Table 2); AoLR, "
               "AoSVM, mCAS and mCAS(SVM) are accuracies as fractions in [0, 1]; -ELBO (recon + KL, positive, the "
@@ -55,6 +55,9 @@ def method_by_gamma(trials: pd.DataFrame, column: str) -> pd.DataFrame:
     key = means["gamma"].map("{:g}".format)
     if means["alpha"].notna().any():
         key = key + means["alpha"].map(lambda a: "" if pd.isna(a) else f"/a{a:g}")
+    for param in (c for c in means.columns if c.startswith("params.")):  # searched settings: columns of their own
+        key = key + means[param].map(lambda v, n=param[len("params."):]: "" if pd.isna(v) else f"/{n}={v:g}"
+                                     if is_number(v) else f"/{n}={v}")
     cells = [f"{m:.4g} ± {s:.2g}" if n > 1 and np.isfinite(s) else f"{m:.4g}"
              for m, s, n in zip(means[column], means[f"{column}_std"], means["n_seeds"])]
     table = pd.DataFrame({"preset": means["preset"], "gamma": key, "cell": cells})

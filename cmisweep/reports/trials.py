@@ -23,6 +23,24 @@ def point_columns(trials: pd.DataFrame) -> list[str]:
     return ["preset", "gamma", "alpha"] + sorted(c for c in trials.columns if c.startswith("params."))
 
 
+def point_groups(trials: pd.DataFrame):
+    """The trials grouped by searched point (point_columns): the one seed grouping of the reports,
+    so that two points that differ only in a searched parameter are never averaged together. A
+    missing alpha or parameter is a key of its own."""
+    return trials.groupby(point_columns(trials), dropna=False, sort=True)
+
+
+def point_means(trials: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """Per searched point of the evaluated trials: the mean and std of `columns` over its seeds
+    (each point and seed once: evaluated()) and `n_seeds`, the seeds it has."""
+    t = evaluated(trials)
+    cols = [c for c in columns if c in t.columns]
+    if t.empty or not cols:
+        return pd.DataFrame(columns=point_columns(trials) + ["n_seeds"])
+    g = point_groups(t.assign(alpha=t["alpha"].astype(float)))
+    return g[cols].mean().join(g[cols].std().add_suffix("_std")).join(g["seed"].nunique().rename("n_seeds")).reset_index()
+
+
 def _key(trials: pd.DataFrame, cols: list[str]) -> pd.Series:
     return trials[cols].astype(object).where(trials[cols].notna(), None).apply(
         lambda r: repr(tuple(r)), axis=1)

@@ -22,7 +22,7 @@ import pandas as pd  # noqa: E402
 from cmisweep.files import atomic_write, atomic_write_text  # noqa: E402
 from cmisweep.reports.frontier import GROUP, KL, SCORES, seed_means  # noqa: E402
 from cmisweep.reports.hypervolume import hypervolume, reference_point  # noqa: E402
-from cmisweep.reports.trials import evaluated  # noqa: E402
+from cmisweep.reports.trials import evaluated, point_means  # noqa: E402
 
 POINT_COLUMNS = ["score", "preset", "gamma", "alpha", "kl_z", "value", "n_seeds", "hv_gain", "beyond",
                  "seeds_beyond"]
@@ -71,11 +71,7 @@ def against(trials: pd.DataFrame, other: pd.DataFrame, presets: list[str] | None
 
 def _point_means(t: pd.DataFrame, column: str) -> pd.DataFrame:
     """This sweep's points as seed means, each once (seed_means would copy vanilla into every preset)."""
-    t = t.dropna(subset=[KL, column]).assign(alpha=lambda f: f["alpha"].astype(float).fillna(-1.0))
-    g = t.groupby(GROUP)[[KL, column]]
-    out = g.mean().join(g.size().rename("n_seeds")).reset_index()
-    out["alpha"] = out["alpha"].where(out["alpha"] >= 0)
-    return out
+    return point_means(t.dropna(subset=[KL, column]), [KL, column])
 
 
 def _gain(front: np.ndarray, point: tuple[float, float], ref, higher: bool, hv_front: float) -> float:

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from cmisweep.status import TrialStatus, TuneStatus
+from cmisweep.files import atomic_write
+from cmisweep.status import EVALUATED, TrialStatus, TuneStatus
 from cmisweep.sweep.search import resolve
-from cmisweep.sweep.trainable import CPU_BF16, CPU_MODEL, DEVICE, GPUS, NODE, PRECISION, STATUS, STOPPED_AT
+from cmisweep.sweep.trainable import CPU_BF16, CPU_MODEL, DEVICE, ERROR, GPUS, NODE, PRECISION, STATUS, STOPPED_AT
 
 # non-metric fields a trial's last result carries into trials.parquet: the machine it ran on and
 # its resolved precision (bf16 kernels give different numbers on different CPUs)
@@ -27,8 +28,6 @@ def _analysis(exp_dir: str):
 
 
 def collect_trials(exp_dir: str, space) -> pd.DataFrame:
-    from cmisweep.sweep.tracking import error_message
-
     analysis = _analysis(exp_dir)
     if analysis is None:
         return EMPTY.copy()
@@ -63,6 +62,32 @@ def collect_trials(exp_dir: str, space) -> pd.DataFrame:
     return frame.sort_values(["preset", "gamma", "seed", "name"], kind="stable").reset_index(drop=True)
 
 
+def collect_models(exp_dir: str, space, dest: Path) -> list[str]:
+    """Copy each evaluated trial's kept model from its last checkpoint (on a cluster: shared
+    storage) to dest/<trial name>.pt, skipping those already there; the names copied. A trial whose
+    checkpoint has none (trained before models were kept) is left out."""
+    import shutil
+
+    from cmisweep.kept_model import SUFFIX
+    from cmisweep.sweep.trainable import KEPT_FILE
+
+    analysis = _analysis(exp_dir)
+    copied = []
+    for trial in analysis.trials if analysis is not None else []:
+        name = resolve(space, trial.config, trial.trial_id).name
+        target = dest / f"{name}{SUFFIX}"
+        if target.exists() or (trial.last_result or {}).get(STATUS) not in {str(s) for s in EVALUATED}:
+            continue
+        checkpoint = analysis.get_last_checkpoint(trial)
+        if checkpoint is None:
+            continue
+        with checkpoint.as_directory() as d:
+            if (Path(d) / KEPT_FILE).is_file():
+                atomic_write(target, lambda tmp, src=Path(d) / KEPT_FILE: shutil.copyfile(src, tmp))
+                copied.append(name)
+    return copied
+
+
 def collect_epochs(exp_dir: str, space) -> pd.DataFrame:
     """One row per trial and epoch: the per-epoch results (train/..., val/...) Tune kept, so that
     a committed sweep's history (KL(z) curves, early-stopping replays) needs no Tune state."""
@@ -83,3 +108,28 @@ def collect_epochs(exp_dir: str, space) -> pd.DataFrame:
     out = pd.concat(frames, ignore_index=True)
     out["epoch"] = out["epoch"].astype(int)
     return out.sort_values(["name", "epoch"], kind="stable").reset_index(drop=True)
+
+
+def error_message(trial) -> str:
+    """The last line of a trial's error (its exception and message)."""
+    last = trial.last_result or {}
+    if last.get(ERROR):
+        return str(last[ERROR])
+    lines = [ln for ln in str(_error_text(trial) or "").splitlines() if ln.strip()]
+    return lines[-1].strip() if lines else "trial failed (no error recorded)"
+
+
+def _error_text(trial) -> str | None:
+    """Tune's error file of a trial: the driver's copy while Tune runs (a callback sees it before
+    Tune uploads it), else the one in the trial's storage (cmisweep report, without a running Ray;
+    storage may be shared: S3)."""
+    try:
+        local = trial.error_file
+        if local and Path(local).is_file():
+            return Path(local).read_text(errors="replace")
+    except Exception:  # noqa: BLE001 - a trial read back from storage has no driver's copy
+        pass
+    try:
+        return trial.get_error()
+    except Exception:  # noqa: BLE001 - a missing error file must not hide the other trials
+        return None

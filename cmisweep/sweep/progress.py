@@ -57,7 +57,7 @@ class Progress(tune.Callback):
         self._say(f"{self.name_of(trial.config, trial.trial_id)} {how} ({self._done(trials, trial)}/{self.total} trials)")
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        from cmisweep.sweep.tracking import error_message
+        from cmisweep.sweep.collect import error_message
 
         self._say(f"{self.name_of(trial.config, trial.trial_id)}: ERROR: {error_message(trial)} "
                   f"({self._done(trials, trial)}/{self.total} trials)")

@@ -29,6 +29,7 @@ from cmisweep.files import atomic_write_text
 from cmisweep.status import ExitCode, RunStatus, TrialStatus
 from cmisweep.sweep import storage as shared_storage
 from cmisweep.sweep.space import SearchSpace, load_space
+from cmisweep.vocabulary import MODELS_DIR
 
 
 def find_sweep(sweep: str, results_root: str | Path) -> Path:
@@ -191,7 +192,7 @@ def _tune_environment() -> None:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    # a tracking server that is down: fail a call in seconds and keep it for replay (tracking._safe)
+    # a tracking server that is down: fail a call in seconds and keep it for replay (sweep.outbox)
     # rather than block Tune's loop through MLflow's minutes of retries
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
@@ -271,10 +272,12 @@ def _execute(space, sweep_dir: Path, meta: dict, uri: str, *, resume: bool, addr
         return resolve(config, trial_id).name
 
     experiment = space.tracking.experiment or space.name
+    outbox = sweep_dir / UNLOGGED_FILE
+    outbox.unlink(missing_ok=True)  # a count left by an earlier run of this sweep
     sweep_run = SweepRun(uri, experiment, meta["sweep_id"], space.name,
-                         sweep_dir.parent / "mlartifacts" if uri.startswith("sqlite:") else None)
+                         sweep_dir.parent / "mlartifacts" if uri.startswith("sqlite:") else None, trial_outbox=outbox)
     sweep_run.start()
-    callbacks = [TrialLogger(uri, experiment, meta["sweep_id"], resolve),
+    callbacks = [TrialLogger(uri, experiment, meta["sweep_id"], resolve, outbox),
                  Progress(search.n_trials(space), space.trial.train.epochs, name_of, verbose),
                  StateBackup(sweep_dir / "tune-state")]
     ray.init(**ray_init_options(address, dashboard))
@@ -301,9 +304,10 @@ def _conclude(space, sweep_dir: Path, uri: str, sweep_run, exp_dir: str, wall: f
     """The reports, the parent run's end, the summary, and the exit code (cmisweep.status.ExitCode)."""
     from cmisweep.reports import write_reports
     from cmisweep.reports.trials import evaluated as evaluated_trials
-    from cmisweep.sweep.collect import collect_epochs, collect_trials
+    from cmisweep.sweep.collect import collect_epochs, collect_models, collect_trials
     from cmisweep.sweep.progress import summary_table
 
+    collect_models(exp_dir, space, sweep_dir / MODELS_DIR)
     frame = write_reports(sweep_dir, space, collect_trials(exp_dir, space), collect_epochs(exp_dir, space))
     sweep_run.log_reports(sweep_dir / "reports", frame)
     count = (lambda status: int((frame["status"] == status).sum()) if len(frame) else 0)
@@ -334,6 +338,7 @@ def _conclude(space, sweep_dir: Path, uri: str, sweep_run, exp_dir: str, wall: f
     return ExitCode.FAILED_TRIALS if failed else ExitCode.OK
 
 
+UNLOGGED_FILE = "tracking-unlogged.json"  # the trial logger's count of MLflow calls still kept (sweep.outbox)
 TRIAL_COLUMNS = {"name", "preset", "gamma", "alpha", "seed", "status"}  # what makes a cmisweep trials.parquet
 
 
@@ -377,7 +382,7 @@ def report(sweep: str, results_root: str | Path = "results", against: str | None
     from cmisweep.analysis import kl_cap
     from cmisweep.regularizer import PRESETS
     from cmisweep.reports import versus, write_reports
-    from cmisweep.sweep.collect import collect_epochs, collect_trials
+    from cmisweep.sweep.collect import collect_epochs, collect_models, collect_trials
     from cmisweep.sweep.progress import summary_table
     from cmisweep.sweep.tracking import SweepRun
 
@@ -395,6 +400,7 @@ def report(sweep: str, results_root: str | Path = "results", against: str | None
         meta = json.loads((d / "sweep.json").read_text())
         exp_dir = experiment_dir(d, meta)
         trials, epochs = collect_trials(exp_dir, space), collect_epochs(exp_dir, space)
+        collect_models(exp_dir, space, d / MODELS_DIR)  # any a sweep's end did not copy (a driver killed there)
         if not len(trials) and (d / "trials.parquet").exists():  # Tune's state is gone: the files remain
             trials, epochs = _committed_trials(d)
     else:

@@ -9,10 +9,10 @@ epoch are not logged twice. A trial that Ray retries after a crash keeps its chi
 """
 from __future__ import annotations
 
-import collections
 import logging
 import sys
 import tempfile
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -24,6 +24,8 @@ from ray import tune
 
 from cmisweep.errors import ConfigError
 from cmisweep.status import EVALUATED, RunStatus, TrialStatus
+from cmisweep.sweep.collect import error_message
+from cmisweep.sweep.outbox import Outbox
 from cmisweep.sweep.trainable import ERROR, STATUS, STOPPED_AT
 from cmisweep.trial import flat_params
 from cmisweep.vocabulary import is_number, plot_file
@@ -65,11 +67,6 @@ def _writable(path: Path) -> bool:
             return True
     except OSError:
         return False
-
-
-# MLflow calls that failed, per sweep id, in this process: the trial logger that Tune restores from
-# its pickled experiment is not the runner's object, so the count lives here
-FAILURES: collections.Counter = collections.Counter()
 
 
 NOTE = "mlflow.note.content"  # a run's description in the MLflow UI (Markdown)
@@ -135,10 +132,13 @@ class SweepRun:
     """The sweep's parent run: found again by its tags on resume, closed at the end (with any child
     run a trial left RUNNING), the reports logged to it."""
 
-    def __init__(self, uri: str, experiment: str, sweep_id: str, sweep_name: str, artifact_root: Path | None):
+    def __init__(self, uri: str, experiment: str, sweep_id: str, sweep_name: str, artifact_root: Path | None,
+                 trial_outbox: Path | None = None):
         self.client = MlflowClient(uri)
         self.experiment, self.sweep_id, self.sweep_name, self.artifact_root = experiment, sweep_id, sweep_name, artifact_root
         self.parent_id: str | None = None
+        self.outbox = Outbox()
+        self.trial_outbox = trial_outbox  # where the TrialLogger records the calls it still holds
 
     def start(self, mark_running: bool = True) -> str:
         """Find or create the experiment and the parent run; mark it RUNNING."""
@@ -153,13 +153,10 @@ class SweepRun:
         return self.parent_id
 
     def unlogged(self, wait_s: float = 60.0) -> int:
-        """Replay what the store did not take, retrying for up to wait_s; the calls still kept."""
-        import time
-
-        t0 = time.time()
-        while flush(self.sweep_id) and time.time() - t0 < wait_s:
-            time.sleep(2)
-        return len(PENDING[self.sweep_id])
+        """Replay what the store did not take, retrying for up to wait_s; the calls still kept, the
+        trial logger's included (it drained its own when the experiment ended)."""
+        kept = self.outbox.drain(wait_s)
+        return kept + (Outbox.read_count(self.trial_outbox) if self.trial_outbox else 0)
 
     def finish(self, status: str = RunStatus.FINISHED, unfinished_status: str | None = None) -> None:
         """Close the parent run; runs of trials that did not end are closed as `unfinished_status`
@@ -171,7 +168,7 @@ class SweepRun:
                         self.client.set_terminated(run_id, unfinished_status)
             self.client.set_terminated(self.parent_id, status)
 
-        _safe(self.sweep_id, close)
+        self.outbox.call(close)
 
     def log_reports(self, reports: Path, trials) -> None:
         """The reports as the parent run's artifacts, and its description (what the MLflow UI shows
@@ -187,53 +184,22 @@ class SweepRun:
             claims = pd.read_csv(claims_csv) if claims_csv.is_file() and claims_csv.stat().st_size > 1 else None
             self.client.set_tag(self.parent_id, NOTE, headline(self.sweep_name, trials, claims, url))
 
-        _safe(self.sweep_id, log)
-
-
-# MLflow calls the store did not take (a tracking server down), per sweep id, in order: each later
-# call replays them first, and the sweep's end tries again, so an outage delays data, not loses it
-PENDING: dict[str, collections.deque] = collections.defaultdict(collections.deque)
-
-
-def _safe(sweep_id: str, fn, *args) -> None:
-    """Tracking must neither stop a sweep nor lose its data: a call that fails is kept and replayed
-    (in order, before any later call); the first failure of an outage is reported once."""
-    PENDING[sweep_id].append((fn, args))
-    flush(sweep_id)
-
-
-def flush(sweep_id: str) -> int:
-    """Replay the kept calls in order until one fails; returns how many are still kept."""
-    pending = PENDING[sweep_id]
-    while pending:
-        fn, args = pending[0]
-        try:
-            fn(*args)
-        except Exception as e:  # noqa: BLE001 - any store error: keep the call for later
-            if not FAILURES[sweep_id]:
-                first = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
-                print(f"warning: MLflow did not take a call ({type(e).__name__}: {first}); keeping calls to "
-                      "replay when it answers", file=sys.stderr, flush=True)
-            FAILURES[sweep_id] += 1
-            return len(pending)
-        pending.popleft()
-        if FAILURES[sweep_id] and not pending:
-            print("MLflow answers again: the kept calls were replayed", file=sys.stderr, flush=True)
-            FAILURES[sweep_id] = 0
-    return 0
+        self.outbox.call(log)
 
 
 class TrialLogger(tune.Callback):
     """A Tune callback in the driver: one child run per trial under the sweep's parent run (which
     SweepRun.start() created), its params, per-epoch and final metrics, status and artifacts."""
 
-    def __init__(self, uri: str, experiment: str, sweep_id: str, resolve):
+    def __init__(self, uri: str, experiment: str, sweep_id: str, resolve, outbox_file: Path | None = None):
         self.uri, self.experiment, self.sweep_id = uri, experiment, sweep_id
         self.resolve = resolve  # (Tune config, trial id) -> the trial's one ResolvedTrial
+        self.outbox_file = outbox_file  # SweepRun(trial_outbox=...) reads what it still holds at the end
         self._reset()
 
     def _reset(self) -> None:
         self.client = MlflowClient(self.uri)
+        self.outbox = Outbox(self.outbox_file)
         self.parent_id: str | None = None
         self.children: dict[str, str] = {}
         self.last_epoch: dict[str, int] = {}
@@ -242,7 +208,7 @@ class TrialLogger(tune.Callback):
     # its runs again by their tags, not by state from another process.
     def __getstate__(self) -> dict:
         return {k: v for k, v in self.__dict__.items()
-                if k not in ("client", "parent_id", "children", "last_epoch", "exp_id")}
+                if k not in ("client", "parent_id", "children", "last_epoch", "exp_id", "outbox")}
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
@@ -282,7 +248,10 @@ class TrialLogger(tune.Callback):
         return self.last_epoch[run_id]
 
     def _safe(self, fn, *args) -> None:
-        _safe(self.sweep_id, fn, *args)
+        self.outbox.call(fn, *args)
+
+    def on_experiment_end(self, trials, **info):
+        self.outbox.drain()  # an outage at the very end: retry for a minute, then record what is left
 
     # --- Tune callbacks ----------------------------------------------------------------------------
 
@@ -351,26 +320,48 @@ class TrialLogger(tune.Callback):
         self._safe(fail)
 
 
-def error_message(trial) -> str:
-    """The last line of a trial's error (its exception and message)."""
-    last = trial.last_result or {}
-    if last.get(ERROR):
-        return str(last[ERROR])
-    lines = [ln for ln in str(_error_text(trial) or "").splitlines() if ln.strip()]
-    return lines[-1].strip() if lines else "trial failed (no error recorded)"
+class EvaluationLogger:
+    """`cmisweep evaluate`'s results in each trial's child run, found by its tags: the metrics as
+    final/<name> (their latest value is what the MLflow UI shows) and, per metric group, the tag
+    cmisweep.evaluation.<group> = the evaluation's id (evaluations.parquet has its settings). A
+    sweep without a tracking store (a committed study) logs nothing."""
 
+    def __init__(self, uri: str | None, experiment: str, sweep_id: str | None):
+        self.client = MlflowClient(uri) if uri else None
+        self.experiment, self.sweep_id = experiment, sweep_id
+        self.outbox = Outbox()
 
-def _error_text(trial) -> str | None:
-    """Tune's error file of a trial: the driver's copy while Tune runs (a callback sees it before
-    Tune uploads it), else the one in the trial's storage (cmisweep report, without a running Ray;
-    storage may be shared: S3)."""
-    try:
-        local = trial.error_file
-        if local and Path(local).is_file():
-            return Path(local).read_text(errors="replace")
-    except Exception:  # noqa: BLE001 - a trial read back from storage has no driver's copy
-        pass
-    try:
-        return trial.get_error()
-    except Exception:  # noqa: BLE001 - a missing error file must not hide the other trials
-        return None
+    @classmethod
+    def for_sweep(cls, sweep_dir: Path, space) -> "EvaluationLogger":
+        import json
+
+        meta_file = Path(sweep_dir) / "sweep.json"
+        meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
+        uri = meta.get("tracking_uri")
+        if uri and uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+            uri = None  # a store that is gone: asking MLflow would create an empty one
+        return cls(uri, space.tracking.experiment or space.name, meta.get("sweep_id"))
+
+    def log(self, trial, rows: list[dict]) -> None:
+        if self.client is None or not rows:
+            return
+
+        def log() -> None:
+            exp = self.client.get_experiment_by_name(self.experiment)
+            found = self.client.search_runs(
+                [exp.experiment_id], f"tags.`{TAG_SWEEP}` = '{self.sweep_id}' and tags.`{TAG_TRIAL}` = "
+                f"'{trial['trial_id']}'", max_results=1) if exp is not None else []
+            if not found:
+                return  # the trial has no child run (its store was replaced): the files hold the results
+            run_id = found[0].info.run_id
+            ts = int(time.time() * 1000)
+            metrics = [Metric(r["column"], r["value"], ts, 0) for r in rows]
+            tags = sorted({(f"cmisweep.evaluation.{r['metric']}", r["evaluation"]) for r in rows})
+            for i in range(0, len(metrics), 500):
+                self.client.log_batch(run_id, metrics=metrics[i: i + 500])
+            self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags])
+
+        self.outbox.call(log)
+
+    def unlogged(self, wait_s: float = 60.0) -> int:
+        return self.outbox.drain(wait_s) if len(self.outbox) else 0

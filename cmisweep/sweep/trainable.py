@@ -23,11 +23,13 @@ from cmisweep.errors import TrainingDiverged
 from cmisweep.status import TrialStatus
 from cmisweep.sweep.search import resolve
 from cmisweep.sweep.space import SearchSpace
+from cmisweep.kept_model import save_kept
 from cmisweep.trial import build_trainer, finish
 from cmisweep.device import cpu_bf16_features, cpu_model
 from cmisweep.vocabulary import is_number
 
 CHECKPOINT_FILE = "checkpoint.pt"
+KEPT_FILE = "model.pt"  # in the last checkpoint: the best-epoch model, kept compactly (cmisweep.kept_model)
 FINAL_FILE = "final.json"  # in the last checkpoint: the final result, reported again after a restore
 STATUS = "cmisweep/status"  # a TrialStatus, in the last result of a trial
 ERROR = "cmisweep/error"
@@ -129,17 +131,24 @@ def make_trainable(space: SearchSpace):
             return
         except _StopRequested as stop:
             stopped_at = stop.epoch
-        with tempfile.TemporaryDirectory(prefix="cmisweep-final-") as d:
-            out = Path(d)
-            metrics, _ = finish(trainer, data, cfg, out / "artifacts")
-            trainer.save(out / CHECKPOINT_FILE)
-            final = final_result(trainer, metrics)
-            final[STATUS] = (TrialStatus.FINISHED if stopped_at is None else TrialStatus.STOPPED).value
-            final[NODE] = ray.get_runtime_context().get_node_id()  # where it ran: a cluster's placement
-            final[GPUS] = ",".join(map(str, ray.get_gpu_ids()))
-            if stopped_at is not None:
-                final[STOPPED_AT] = stopped_at
-            (out / FINAL_FILE).write_text(json.dumps(final))
-            tune.report(final, checkpoint=tune.Checkpoint.from_directory(d))
+        report_final(trainer, data, cfg, stopped_at)
 
     return cmisweep_trial
+
+
+def report_final(trainer, data, cfg, stopped_at: int | None) -> None:
+    """Evaluate the best epoch; report the final result with a last checkpoint that holds the
+    artifacts, the kept model (the sweep's models/ gets it: sweep.collect) and the final result."""
+    with tempfile.TemporaryDirectory(prefix="cmisweep-final-") as d:
+        out = Path(d)
+        metrics, _ = finish(trainer, data, cfg, out / "artifacts")
+        save_kept(trainer.model, cfg, data, out / KEPT_FILE)
+        trainer.save(out / CHECKPOINT_FILE)
+        final = final_result(trainer, metrics)
+        final[STATUS] = (TrialStatus.FINISHED if stopped_at is None else TrialStatus.STOPPED).value
+        final[NODE] = ray.get_runtime_context().get_node_id()  # where it ran: a cluster's placement
+        final[GPUS] = ",".join(map(str, ray.get_gpu_ids()))
+        if stopped_at is not None:
+            final[STOPPED_AT] = stopped_at
+        (out / FINAL_FILE).write_text(json.dumps(final))
+        tune.report(final, checkpoint=tune.Checkpoint.from_directory(d))
