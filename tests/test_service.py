@@ -26,6 +26,25 @@ def test_dry_run_prints_plan_and_cost_without_starting(tmp_path):
     assert not (tmp_path / "results").exists()
 
 
+def test_the_dry_run_prices_the_deferred_metrics_as_a_stage_of_their_own(tmp_path, fmnist_dir):
+    """With evaluation.defer, the trial's evaluation leaves I-hat and mCAS out, and the plan prices
+    them apart, per trial and for `cmisweep evaluate` over every trial."""
+    space = tiny_space("staged")
+    space["trial"]["evaluation"]["defer"] = ["ihat", "mcas"]
+    p = tmp_path / "s.yaml"
+    p.write_text(yaml.safe_dump(space))
+    r = cli("run", p, "--dry-run", "--results", tmp_path / "results", cwd=tmp_path,
+            env={"CMISWEEP_DATA": str(fmnist_dir.parent)})
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "deferred (ihat, mcas): ~" in r.stdout and "cmisweep evaluate --trials all" in r.stdout
+    assert "(ihat " not in r.stdout.split("evaluation at training")[1].splitlines()[0]
+    space["trial"]["evaluation"]["defer"] = []
+    p.write_text(yaml.safe_dump(space))
+    r = cli("run", p, "--dry-run", "--results", tmp_path / "results", cwd=tmp_path,
+            env={"CMISWEEP_DATA": str(fmnist_dir.parent)})
+    assert "(ihat " in r.stdout and "deferred (" not in r.stdout
+
+
 def test_the_dry_run_prices_the_ihat_a_trial_runs(monkeypatch):
     """measure_eval times ihat_metrics itself, the trial's I-hat (critic ensembles, precision 'auto'
     resolved there, on the trial's device), with the trial's critic settings: only the size (steps,
@@ -44,7 +63,7 @@ def test_the_dry_run_prices_the_ihat_a_trial_runs(monkeypatch):
         return real(model, data, ev, seed)
 
     monkeypatch.setattr(mutual_info, "ihat_metrics", spy)
-    assert measure_eval(cfg) > 0
+    assert measure_eval(cfg)["ihat"] > 0
     assert calls
     size = {"steps", "n_train", "n_eval"}
     for ic, device in calls:

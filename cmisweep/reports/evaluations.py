@@ -4,9 +4,10 @@ A trial's metrics come from its own end (the evaluation at training) or from `cm
 whose every result is a row of results/<sweep>/evaluations.parquet: the trial, the column, the
 value, the evaluation's id (a digest of its metric group and settings), how its trials were
 selected, its settings, the commit and the machine. The reports apply that history to the trials:
-the latest evaluation of a column wins, and report.md says which one each column uses. Values from
-an evaluation that selected the front (`--trials front`) are for exploring: selecting on the
-outcome biases them, so the claims never see them.
+the latest evaluation of a column wins, and report.md says which one each column uses. A claim
+pairs values of one evaluation only (for_claims). Values from an evaluation that selected the front
+(`--trials front`) are for exploring: selecting on the outcome biases them, so the claims never
+see them.
 """
 from __future__ import annotations
 
@@ -47,16 +48,26 @@ def apply(trials: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
     return t
 
 
+def current(history: pd.DataFrame) -> dict[str, str]:
+    """{column: the id of the latest evaluation that wrote it}."""
+    return history.drop_duplicates("column", keep="last").set_index("column")["evaluation"].to_dict()
+
+
 def for_claims(trials: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
-    """The trials as the claims see them: a value from a front-selected evaluation is missing."""
+    """The trials as the claims see them. Once `cmisweep evaluate` has written a column, a claim
+    pairs only values of the column's latest evaluation (one setting on both sides of every pair):
+    a trial whose value comes from its own end or from another evaluation reads as missing, and so
+    does a value from an evaluation that selected the front. The claim then reads "not evaluated"
+    until every trial of its cells carries the latest evaluation."""
     if history.empty:
         return trials
-    front = latest(history)
-    front = front[front["selection"] == FRONT]
     t = trials.copy()
-    for column, rows in front.groupby("column"):
-        if column in t:
-            t.loc[t["name"].isin(set(rows["name"])), column] = np.nan
+    last, now = latest(history), current(history)
+    for column, rows in last.groupby("column"):
+        if column not in t:
+            continue
+        ok = set(rows.loc[(rows["evaluation"] == now[column]) & (rows["selection"] != FRONT), "name"])
+        t.loc[~t["name"].isin(ok), column] = np.nan
     return t
 
 

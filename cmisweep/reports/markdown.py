@@ -125,7 +125,8 @@ def evaluation_section(tables: dict, models: tuple[int, list[str]] | None) -> li
     lines = ["## Metrics and their evaluations", "",
              "Each metric's value is its latest evaluation: at the trial's end (at_training) or by `cmisweep "
              "evaluate` (evaluations.parquet). A claim is judged only when every trial of its cells carries its "
-             "metric; values from an evaluation of the front alone never feed a claim.", ""]
+             "metric from one evaluation (the latest that wrote it: one setting on both sides of every pair); "
+             "values from an evaluation of the front alone never feed a claim.", ""]
     if len(cov):
         lines += [_md(cov), ""]
     if models is not None:

@@ -179,7 +179,8 @@ def plan(sweep_dir: Path, metrics: str, trials_sel: list[str], sets: list[str]):
     cfg = with_settings(cfg, sets)  # a bad --set fails here, once
     settings = {g: json.dumps({"metric": g, "evaluation": cfg.evaluation.model_dump(exclude={"defer"}),
                                "set": sorted(sets)}, sort_keys=True) for g in groups}
-    ids = {g: evaluation_id(g, settings[g]) for g in groups}
+    # a front evaluation is an id of its own: its trials are evaluated again when the claims' cells are
+    ids = {g: evaluation_id(g, settings[g] + (f"\n{FRONT}" if selection == FRONT else "")) for g in groups}
     history = read_history(sweep_dir)
     done = set(zip(history["name"], history["evaluation"]))
     todo = {n: [g for g in groups if (n, ids[g]) not in done] for n in names}

@@ -41,9 +41,9 @@ def measure_step(cfg, steps: int = 2) -> float:
     return sorted(times[1:])[len(times[1:]) // 2]
 
 
-def measure_eval(cfg) -> float:
-    """Seconds of the final evaluation, extrapolated from the pieces a trial runs, at a smaller
-    size. I-hat: ihat_metrics itself (the critic ensembles, in the precision its 'auto' resolves to
+def measure_eval(cfg) -> dict[str, float]:
+    """Seconds of the final evaluation's costly metric groups ({"ihat": s, "mcas": s}; the others
+    take seconds), extrapolated from the pieces a trial runs, at a smaller size. I-hat: ihat_metrics itself (the critic ensembles, in the precision its 'auto' resolves to
     on the trial's device, and the encodings it caches) at two step counts, which parts a critic
     step from the encoding of the images; each part scales about linearly. mCAS: the samples of
     100 images."""
@@ -56,11 +56,11 @@ def measure_eval(cfg) -> float:
 
     ev = cfg.evaluation
     if not ev.enabled:
-        return 0.0
+        return {}
     device = resolve_device(cfg.train.device)
     torch.manual_seed(0)
     model = build_model(cfg.model, example_shape(cfg.data)).to(device).eval()
-    total = 0.0
+    total: dict[str, float] = {}
     if ev.ihat is not None:
         ic = ev.ihat
         n = 2 * ic.batch_size  # images encoded to train the critics, and as many read out
@@ -77,12 +77,12 @@ def measure_eval(cfg) -> float:
         per_step = max(0.0, (long - short) / 4)
         per_image = max(0.0, short - 2 * per_step) / (2 * n)
         images = min(ic.n_train, cfg.data.val_size or ic.n_train) + min(ic.n_eval, cfg.data.test_size or ic.n_eval)
-        total += per_step * ic.steps + per_image * images
-    if cfg.data.modality == "image" and (ev.mcas or ev.sample_grid):
+        total["ihat"] = per_step * ic.steps + per_image * images
+    if cfg.data.modality == "image" and ev.mcas:
         t0 = time.perf_counter()
         model.generate(torch.randn(100, model.z_dim, device=device))
         n = 10 * ev.mcas_real_per_class * ev.mcas_samples
-        total += (time.perf_counter() - t0) * n / 100
+        total["mcas"] = (time.perf_counter() - t0) * n / 100
     return total
 
 
@@ -119,7 +119,11 @@ def plan(space: SearchSpace, measure: bool = True) -> str:
             if key not in by_critics:
                 by_critics[key] = measure_step(cfg)
             step_by_preset[p["preset"]] = by_critics[key]
-    eval_s = measure_eval(trial_config(space, points[0]))
+    cfg0 = trial_config(space, points[0])
+    by_group = measure_eval(cfg0)
+    deferred = set(cfg0.evaluation.defer)
+    eval_s = sum(v for g, v in by_group.items() if g not in deferred)
+    later_s = sum(v for g, v in by_group.items() if g in deferred)
     total = 0.0
     for p in (points if space.algorithm.kind == "grid" else points[:1] * n):
         cfg = trial_config(space, p)
@@ -131,9 +135,14 @@ def plan(space: SearchSpace, measure: bool = True) -> str:
     slots = max(1, min(space.concurrency or n, math.floor(_cpus() / space.resources.cpu)))
     wall = total / slots
     lines.append("measured step time here: " + ", ".join(f"{k} {v:.3f} s" for k, v in step_by_preset.items())
-                 + f" ({torch.get_num_threads()} threads); evaluation ~{_human(eval_s)} per trial")
+                 + f" ({torch.get_num_threads()} threads); evaluation at training ~{_human(eval_s)} per trial"
+                 + "".join(f" ({g} {_human(v)})" for g, v in by_group.items() if g not in deferred))
     lines.append(f"estimate on this machine: {_human(total)} of trial time, ~{_human(wall)} wall "
                  f"with {slots} trial(s) at a time")
+    if deferred:
+        lines.append(f"deferred ({', '.join(sorted(deferred))}): ~{_human(later_s)} per trial later; "
+                     f"`cmisweep evaluate --trials all`: ~{_human(later_s * n / slots)} wall for {n} trials "
+                     f"(--trials claims: the claims' cells only)")
     if wall > 24 * 3600:
         lines.append(f"this space would take {wall / 86400:.1f} days here: run it on a GPU cluster "
                      "(ray up cluster/gpu.yaml), or reduce epochs / train_size / the grid")
