@@ -52,3 +52,31 @@ def test_committed_reports_are_rewritten_from_the_committed_files(study, tmp_pat
     assert main(["report", str(d)]) == 0
     for name in ("claims.csv", "hypervolume.csv", "collapse.csv"):
         pd.testing.assert_frame_equal(pd.read_csv(d / "reports" / name), pd.read_csv(src / "reports" / name))
+
+
+@pytest.mark.slow(45)
+def test_a_committed_study_is_evaluated_again_from_its_kept_models(tmp_path):
+    """The speech study ships its models: from a checkout and the corpus `cmisweep data
+    synth-speech` makes, `cmisweep evaluate` gives back the EER a committed trial recorded at its end."""
+    import shutil
+
+    import pandas as pd
+
+    from helpers import cli
+
+    src = ROOT / "results" / "studies" / "speech-cpu-study"
+    d = tmp_path / "speech-cpu-study"
+    shutil.copytree(src, d)
+    name = "cmi_g0.8_s1"
+    assert (d / "models" / f"{name}.pt").is_file()
+    r = cli("data", "synth-speech", "--out", tmp_path / "data" / "speech-synth", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    r = cli("evaluate", d, "--metrics", "eer", "--trials", name, cwd=tmp_path,
+            env={"CMISWEEP_DATA": str(tmp_path / "data")})
+    assert r.returncode == 0, r.stderr[-3000:]
+    before = pd.read_parquet(src / "trials.parquet").set_index("name")
+    after = pd.read_parquet(d / "trials.parquet").set_index("name")
+    history = pd.read_parquet(d / "evaluations.parquet")
+    assert set(history["name"]) == {name}
+    for column in ("final/eer_z", "final/eer_s"):
+        assert after.loc[name, column] == pytest.approx(before.loc[name, column], abs=1e-6)
