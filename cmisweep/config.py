@@ -167,6 +167,12 @@ class IhatConfig(Strict):
     # auto: the critics train under bf16 autocast where the device has native bf16 (~2x, the
     # estimates within their seed spread: BENCHMARKS.md section 7), else fp32; read-out in fp32
     precision: Literal["auto", "fp32", "bf16"] = "auto"
+    # trained until converged (docs/design.md section 3): steps, 2 x steps, 4 x steps, ... each from
+    # fresh critics with its own decay, until every estimate moves by at most max(tolerance, its
+    # critic-seed std), up to max_steps (default 8 x steps); false: `steps` once, as before
+    converge: bool = True
+    max_steps: PosInt | None = None
+    tolerance: PosFloat = 0.05
 
 
 class EvalConfig(Strict):

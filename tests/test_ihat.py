@@ -64,7 +64,8 @@ def images(rho: float, n: int, seed: int) -> torch.Tensor:
 
 
 def ihat_cfg(**over) -> EvalConfig:
-    ic = dict(seeds=1, steps=300, batch_size=256, n_train=4000, n_eval=4000, width=64, lr=2e-3)
+    # fixed steps unless a test asks for convergence: these tests are about heads and forms
+    ic = dict(seeds=1, steps=300, batch_size=256, n_train=4000, n_eval=4000, width=64, lr=2e-3, converge=False)
     return EvalConfig(ihat=IhatConfig(**{**ic, **over}))
 
 
@@ -139,3 +140,28 @@ def test_head_bias_on_correlated_gaussians(head):
     mi, kl = mutual_information(RHO), kl_to_prior(SIGMA)
     assert exact / mi == pytest.approx(bias[head, "exact"], abs=TOLERANCE)
     assert paper / (mi + kl) == pytest.approx(bias[head, "paper"], abs=TOLERANCE)
+
+
+@pytest.mark.slow(20)
+def test_the_critics_double_their_steps_until_the_estimate_settles_and_not_before():
+    """From a budget far too small, the doubling rule trains S, 2S, 4S, ... steps (each from fresh
+    critics) and stops at the first doubling that moves no estimate by more than max(tolerance, its
+    critic-seed spread; 0.1 nats here). Checked against fixed-step runs of the same critics: the estimate at the
+    steps it stopped at is within that of the half budget, and the half budget's was not within it
+    of the quarter's."""
+    from cmisweep.metrics.mutual_info import FORMS
+
+    data = SimpleNamespace(val_x=images(0.8, 1000, 0), test_x=images(0.8, 1000, 1))
+    small = dict(seeds=2, batch_size=128, n_train=1000, n_eval=1000, width=32)
+    m = ihat_metrics(PairModel(), data, ihat_cfg(steps=8, converge=True, max_steps=2048, tolerance=0.1, **small))
+    n = int(m["ihat_steps"])
+    assert m["ihat_converged"] == 1.0 and n >= 32, n
+
+    def fixed(steps):
+        return ihat_metrics(PairModel(), data, ihat_cfg(steps=steps, **small))
+
+    half, quarter = fixed(n // 2), fixed(n // 4)
+    assert all(m[k] == fixed(n)[k] for k in FORMS), n  # the reported estimate is the n-step run's
+    assert all(abs(m[k] - half[k]) <= max(0.1, m[f"{k}_std"]) for k in FORMS)
+    assert any(abs(half[k] - quarter[k]) > max(0.1, half[f"{k}_std"]) for k in FORMS)
+    assert m["ihat_mlp_exact"] == pytest.approx(mutual_information(0.8), rel=0.2), (n, m["ihat_mlp_exact"])

@@ -117,19 +117,52 @@ def ihat_metrics(model, data, cfg: EvalConfig, seed: int = 0) -> dict:
     # the validation images encoded once where s ignores z; else (the DSAE) encoded per batch
     sampler = cached_sampler(model, val_x, g, cfg.batch_size, torch.bfloat16 if bf16 else torch.float32)
     sampler = sampler or model_sampler(model, val_x, g)
+    streams = g.get_state()
 
-    out = ihat(
-        critic(head),
-        sampler,
-        model_pairs(model, data.test_x[: ic.n_eval], cfg.batch_size),
-        seeds=ic.seeds, steps=ic.steps, batch_size=ic.batch_size, lr=ic.lr, base_seed=seed,
-        extra_heads=None if head == "mlp" else {"mlp": critic("mlp")}, bf16=bf16,
-    )
+    def run(steps: int) -> dict:  # fresh critics and the same batch streams at any step count
+        g.set_state(streams)
+        return ihat(
+            critic(head),
+            sampler,
+            model_pairs(model, data.test_x[: ic.n_eval], cfg.batch_size),
+            seeds=ic.seeds, steps=steps, batch_size=ic.batch_size, lr=ic.lr, base_seed=seed,
+            extra_heads=None if head == "mlp" else {"mlp": critic("mlp")}, bf16=bf16,
+        )
+
+    if ic.converge:
+        out, steps, converged = settle(run, ic.steps, ic.max_steps or 8 * ic.steps, ic.tolerance)
+    else:
+        out, steps, converged = run(ic.steps), ic.steps, None
     if head == "mlp":  # the MLP head is the one asked for: the same numbers under both names
         out.update({k.replace("ihat_", "ihat_mlp_", 1): v for k, v in list(out.items())})
     metrics = {k: v for k, v in out.items() if not k.endswith("_seeds")}
     for name in ("ihat_paper", "ihat_exact", "ihat_mlp_paper", "ihat_mlp_exact"):
         for i, v in enumerate(out[f"{name}_seeds"]):
             metrics[f"{name}_seed{i}"] = v
+    metrics["ihat_steps"] = steps
+    if converged is not None:
+        metrics["ihat_converged"] = float(converged)
+    for prefix in ("ihat", "ihat_mlp"):  # KL(q(z,s) || p(z)q(s)) = I(z;s) + KL(q(z) || p(z)) >= I(z;s)
+        spread = metrics[f"{prefix}_paper_std"] + metrics[f"{prefix}_exact_std"]
+        metrics[f"{prefix}_forms_consistent"] = float(metrics[f"{prefix}_paper"] >= metrics[f"{prefix}_exact"] - spread)
     metrics["time/ihat_s"] = time.perf_counter() - t0
     return metrics
+
+
+FORMS = ("ihat_paper", "ihat_exact", "ihat_mlp_paper", "ihat_mlp_exact")
+
+
+def settle(run: Callable[[int], dict], steps: int, max_steps: int, tolerance: float) -> tuple[dict, int, bool]:
+    """The doubling rule: run(steps), run(2 steps), ... (each from fresh critics with its own
+    learning-rate decay) until every estimate of FORMS that run returns moves by at most
+    max(tolerance, its critic-seed std) from the run before; (the last run's result, its steps,
+    whether it settled before max_steps)."""
+    prev, n = run(steps), steps
+    while 2 * n <= max_steps:
+        n *= 2
+        cur = run(n)
+        keys = [k for k in FORMS if k in cur and k in prev]
+        if all(abs(cur[k] - prev[k]) <= max(tolerance, cur[f"{k}_std"]) for k in keys):
+            return cur, n, True
+        prev = cur
+    return prev, n, False
