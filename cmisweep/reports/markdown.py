@@ -119,7 +119,26 @@ def trials_section(trials: pd.DataFrame, tables: dict, points: pd.DataFrame | No
         + ("" if recorded else " (not recorded for this sweep)") + ".", ""]
 
 
-def evaluation_section(tables: dict, models: tuple[int, list[str]] | None) -> list[str]:
+def ihat_checks(trials: pd.DataFrame) -> list[str]:
+    """The trials whose I-hat critics did not settle, or whose paper form reads below the exact
+    form (docs/design.md section 3): claims built on them say so here."""
+    out = []
+    if "final/ihat_converged" in trials:
+        bad = trials.loc[trials["final/ihat_converged"] == 0, "name"].tolist()
+        out.append(f"I-hat critics converged (the doubling rule) in {int((trials['final/ihat_converged'] == 1).sum())} "
+                   f"trials; not within max_steps in {len(bad)}" + (f": {', '.join(bad)}." if bad else "."))
+    for col, head in (("final/ihat_forms_consistent", "the model's head"), ("final/ihat_mlp_forms_consistent", "the MLP head")):
+        if col in trials:
+            bad = trials.loc[trials[col] == 0, "name"].tolist()
+            out.append(f"I-hat forms inconsistent with {head} (paper form below the exact form beyond their spread) "
+                       f"in {len(bad)} trials" + (f": {', '.join(bad)}." if bad else "."))
+    if not out and "final/ihat_paper" in trials and trials["final/ihat_paper"].notna().any():
+        out.append("I-hat of this sweep comes from critics trained a fixed number of steps (before the doubling "
+                   "rule): its convergence was not checked.")
+    return out + ([""] if out else [])
+
+
+def evaluation_section(tables: dict, models: tuple[int, list[str]] | None, trials: pd.DataFrame) -> list[str]:
     """Which trials carry which metric, from which evaluation; which models are kept."""
     cov = tables.get("evaluated_metrics", pd.DataFrame())
     lines = ["## Metrics and their evaluations", "",
@@ -129,6 +148,7 @@ def evaluation_section(tables: dict, models: tuple[int, list[str]] | None) -> li
              "values from an evaluation of the front alone never feed a claim.", ""]
     if len(cov):
         lines += [_md(cov), ""]
+    lines += ihat_checks(trials)
     if models is not None:
         kept, missing = models
         lines += [f"Kept models (models/, fp16): {kept} of {kept + len(missing)} evaluated trials"
@@ -145,7 +165,7 @@ def markdown(name: str, trials: pd.DataFrame, front: pd.DataFrame, tables: dict[
     repeats = int(trials["repeat_of"].notna().sum()) if "repeat_of" in trials else 0
     head = [f"# Sweep {name}", "", f"{len(trials)} trials: " + ", ".join(f"{v} {k}" for k, v in counts.items())
             + (f"; {repeats} repeat an earlier trial's point and seed and count once" if repeats else ""), ""]
-    return "\n".join(head + collapse_section(tables) + claims_section(tables, alpha) + evaluation_section(tables, models)
+    return "\n".join(head + collapse_section(tables) + claims_section(tables, alpha) + evaluation_section(tables, models, trials)
                      + [UNITS_NOTE, ""] + [f"![{p.stem}]({p.name})" for p in plots] + [""]
                      + tables_section(trials) + fronts_section(trials, front, tables)
                      + trials_section(trials, tables, points, history))
