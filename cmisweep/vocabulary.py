@@ -95,6 +95,9 @@ METRICS: dict[str, Metric] = {
     # the same two forms read by an MLP critic head (README.md, "I-hat")
     "final/ihat_mlp_paper": Metric("I-hat(z;s) paper form, MLP critic (nats, test)", 1.0, False),
     "final/ihat_mlp_exact": Metric("I-hat(z;s) exact form, MLP critic (nats, test)", 1.0, False),
+    # the exact-form critics read as InfoNCE, a lower bound at most log K (K: final/ihat_nce_negatives)
+    "final/ihat_nce": Metric("I-hat(z;s) InfoNCE lower bound (nats, test)", 1.0, False),
+    "final/ihat_mlp_nce": Metric("I-hat(z;s) InfoNCE lower bound, MLP critic (nats, test)", 1.0, False),
     "final/test/elbo": Metric("-ELBO (nats, test)", -1.0, False, short="ELBO"),
     "final/eer_s": Metric("EER(s) [%]", 100.0, True, short="EER(s)"),
     "final/active_units": Metric("active units of z", 1.0, None),

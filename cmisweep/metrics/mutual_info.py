@@ -20,6 +20,7 @@ from cmisweep import critic_training
 from cmisweep.config import EvalConfig
 from cmisweep.critic_training import Pairs, Sampler
 from cmisweep.metrics.encodings import cached_sampler
+from cmisweep.metrics.infonce import embeddings, infonce, pair_scores
 from cmisweep.models.critic_ensemble import CriticEnsemble
 from cmisweep.models.critics import JointCritic, resolve_head
 from cmisweep.device import auto_precision
@@ -62,12 +63,22 @@ def ihat(
     out: dict = {}
     for hi, head in enumerate(heads):
         for fi, form in enumerate(forms):
-            name = f"ihat_{head}_{form}" if head else f"ihat_{form}"
-            seed_values = [values[hi][k * len(forms) + fi] for k in range(seeds)]
-            out[name] = float(np.mean(seed_values))
-            out[f"{name}_std"] = float(np.std(seed_values, ddof=1)) if len(seed_values) > 1 else 0.0
-            out[f"{name}_seeds"] = seed_values
+            _summary(out, f"ihat_{head}_{form}" if head else f"ihat_{form}",
+                     [values[hi][k * len(forms) + fi] for k in range(seeds)])
+    # the cross-check: the exact-form critics read as InfoNCE, every held-out pair a negative
+    exact = [i for i, f in enumerate(member_forms) if f == "exact"]
+    for head, ensemble in zip(heads, ensembles):
+        torch.manual_seed(base_seed + 4000)
+        e, z = embeddings(ensemble, eval_pairs)
+        _summary(out, f"ihat_{head}_nce" if head else "ihat_nce", infonce(pair_scores(ensemble, e, z, exact)))
+        out["ihat_nce_negatives"] = len(z)
     return out
+
+
+def _summary(out: dict, name: str, seed_values: list[float]) -> None:
+    out[name] = float(np.mean(seed_values))
+    out[f"{name}_std"] = float(np.std(seed_values, ddof=1)) if len(seed_values) > 1 else 0.0
+    out[f"{name}_seeds"] = seed_values
 
 
 def model_sampler(model, x: torch.Tensor, generator: torch.Generator) -> Sampler:
@@ -136,7 +147,7 @@ def ihat_metrics(model, data, cfg: EvalConfig, seed: int = 0) -> dict:
     if head == "mlp":  # the MLP head is the one asked for: the same numbers under both names
         out.update({k.replace("ihat_", "ihat_mlp_", 1): v for k, v in list(out.items())})
     metrics = {k: v for k, v in out.items() if not k.endswith("_seeds")}
-    for name in ("ihat_paper", "ihat_exact", "ihat_mlp_paper", "ihat_mlp_exact"):
+    for name in (*FORMS, "ihat_nce", "ihat_mlp_nce"):
         for i, v in enumerate(out[f"{name}_seeds"]):
             metrics[f"{name}_seed{i}"] = v
     metrics["ihat_steps"] = steps
@@ -145,6 +156,11 @@ def ihat_metrics(model, data, cfg: EvalConfig, seed: int = 0) -> dict:
     for prefix in ("ihat", "ihat_mlp"):  # KL(q(z,s) || p(z)q(s)) = I(z;s) + KL(q(z) || p(z)) >= I(z;s)
         spread = metrics[f"{prefix}_paper_std"] + metrics[f"{prefix}_exact_std"]
         metrics[f"{prefix}_forms_consistent"] = float(metrics[f"{prefix}_paper"] >= metrics[f"{prefix}_exact"] - spread)
+        # the lower bound above the estimate it checks, beyond 10% (or 0.1 nats) and their spreads:
+        # the families disagree (the E[logit] read-out under-reads I)
+        spread = max(0.1, 0.1 * abs(metrics[f"{prefix}_exact"]),
+                     metrics[f"{prefix}_nce_std"] + metrics[f"{prefix}_exact_std"])
+        metrics[f"{prefix}_families_agree"] = float(metrics[f"{prefix}_nce"] <= metrics[f"{prefix}_exact"] + spread)
     metrics["time/ihat_s"] = time.perf_counter() - t0
     return metrics
 
