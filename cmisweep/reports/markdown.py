@@ -132,6 +132,11 @@ def ihat_checks(trials: pd.DataFrame) -> list[str]:
             bad = trials.loc[trials[col] == 0, "name"].tolist()
             out.append(f"I-hat forms inconsistent with {head} (paper form below the exact form beyond their spread) "
                        f"in {len(bad)} trials" + (f": {', '.join(bad)}." if bad else "."))
+    for col, head in (("final/ihat_families_agree", "the model's head"), ("final/ihat_mlp_families_agree", "the MLP head")):
+        if col in trials:
+            bad = trials.loc[trials[col] == 0, "name"].tolist()
+            out.append(f"InfoNCE above the exact form beyond 10% with {head} (the E[logit] read-out under-reads) in "
+                       f"{len(bad)} trials" + (f": {', '.join(bad)}." if bad else "."))
     if not out and "final/ihat_paper" in trials and trials["final/ihat_paper"].notna().any():
         out.append("I-hat of this sweep comes from critics trained a fixed number of steps (before the doubling "
                    "rule): its convergence was not checked.")
