@@ -48,12 +48,11 @@ def evaluate_kept(model: str | Path | bytes, metrics: list[str], overrides: list
     net = net.to(device)
     if resolve_channels_last(cfg.train.memory_format, net):  # as the trainer held it
         net.to(memory_format=torch.channels_last)
-    torch.manual_seed(cfg.seed + 7)  # as trial.evaluate seeds the trial's own evaluation
     out: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="cmisweep-evaluate-") as d:
         for group in eval_metrics(cfg.data.modality):
             if group in metrics:
-                out[group], _ = run_suite(net, data, cfg, [group], Path(d))
+                out[group], _ = run_suite(net, data, cfg, [group], Path(d), figures=False)
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
     out[""] = {"device": device_name, "wall_s": time.perf_counter() - t0}
     return out

@@ -23,7 +23,7 @@ from cmisweep.models.critics import build_critics
 from cmisweep.kept_model import round_to_kept
 from cmisweep.saved import save_model
 from cmisweep.device import resolve_device
-from cmisweep.vocabulary import eval_metrics
+from cmisweep.vocabulary import EVAL_METRICS, eval_metrics
 from cmisweep.training import Trainer
 
 
@@ -95,16 +95,33 @@ def evaluate(trainer: Trainer, data, cfg: TrialConfig, out_dir: Path) -> tuple[d
     return metrics, artifacts
 
 
-def run_suite(model, data, cfg: TrialConfig, metrics: list[str], out_dir: Path) -> tuple[dict, list[Path]]:
+def run_suite(model, data, cfg: TrialConfig, metrics: list[str], out_dir: Path,
+              figures: bool = True) -> tuple[dict, list[Path]]:
     """The data's evaluation suite on `metrics` less those the config defers: a trial's end, and
     `cmisweep evaluate` on a kept model (which asks for what it names, deferred or not, with
-    `cfg.evaluation.defer` cleared)."""
+    `cfg.evaluation.defer` cleared, and draws no figures).
+
+    Each metric group runs after torch.manual_seed of its own (seed + 7919 x its place in
+    vocabulary.EVAL_METRICS): a group that draws from torch's global generator (the speech
+    conversions) gives the same value whichever groups ran before it, so a deferred group
+    evaluated alone equals the all-in-one trial's."""
     from cmisweep.metrics.images import evaluate_images
     from cmisweep.metrics.speech import evaluate_speech
 
-    suite = evaluate_images if cfg.data.modality == "image" else evaluate_speech
-    ev = selected(cfg.evaluation, [m for m in metrics if m not in cfg.evaluation.defer])
-    return suite(model, data, ev, out_dir, cfg.seed)
+    image = cfg.data.modality == "image"
+    suite = evaluate_images if image else evaluate_speech
+    ev = cfg.evaluation.model_copy(update={"sample_grid": figures and cfg.evaluation.sample_grid})
+    out, files = {}, []
+    for group in [m for m in metrics if m not in cfg.evaluation.defer]:
+        torch.manual_seed(cfg.seed + 7919 * (1 + list(EVAL_METRICS).index(group)))
+        one = selected(ev, [group])  # the image sample grid comes with mCAS's samples
+        m, f = suite(model, data, one if image else one.model_copy(update={"sample_grid": False}), out_dir, cfg.seed)
+        out.update(m)
+        files += f
+    if not image and ev.sample_grid:  # the conversion figure, once
+        torch.manual_seed(cfg.seed + 7)
+        files += suite(model, data, selected(ev, []), out_dir, cfg.seed)[1]
+    return out, files
 
 
 def finish(trainer: Trainer, data, cfg: TrialConfig, out_dir: Path) -> tuple[dict, list[Path]]:

@@ -266,6 +266,15 @@ def test_speech_sweep_reports_speaker_metrics(tmp_path):
     front = pd.read_parquet(d / "frontier.parquet")
     assert "EER(z)" in set(front["score"])
     assert (d / "reports" / "kl_vs_eer_z.png").is_file()
+    # the speech models are kept; the speaker VC-mCAS, which draws conversions from torch's global
+    # generator, evaluated alone later equals what the trial recorded after I-hat, EER and VC-mCAS
+    name = trials["name"].iloc[0]
+    r = cli("evaluate", "speech-tiny", "--metrics", "vc_speaker", "--trials", name, "--results", tmp_path / "results",
+            cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    again = pd.read_parquet(d / "trials.parquet").set_index("name")
+    assert again.loc[name, "final/vc_mcas_speaker"] == trials.set_index("name").loc[name, "final/vc_mcas_speaker"]
+    assert pd.read_parquet(d / "evaluations.parquet")["metric"].unique().tolist() == ["vc_speaker"]
     _, _, children = runs_of(tmp_path / "results", "speech-tiny")
     uri = f"sqlite:///{tmp_path / 'results' / 'mlflow.db'}"
     arts = {a.path for a in MlflowClient(uri).list_artifacts(children[0].info.run_id)}
