@@ -11,7 +11,8 @@
                                        hypervolumes, matched-KL comparisons, descriptive tests),
                                        kl_vs_<score>.png (Fig. 3), claims.csv, collapse.csv,
                                        collapse_tests.csv, hypervolume.csv, hypervolume_robustness.csv,
-                                       paired_tests.csv, evaluated_metrics.csv
+                                       paired_tests.csv, evaluated_metrics.csv,
+                                       ihat_matched_kl.csv, ihat_share.csv
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ import pandas as pd
 
 from cmisweep.analysis import kl_cap
 from cmisweep.files import atomic_write, atomic_write_text
-from cmisweep.reports import collapse, evaluations
+from cmisweep.reports import collapse, evaluations, ihat_kl
 from cmisweep.reports.claims import judge
 from cmisweep.reports.frontier import SCORES, frontier
 from cmisweep.reports.hypervolume import hypervolumes, robustness, with_reference
@@ -54,6 +55,9 @@ def write_reports(sweep_dir: Path, space, trials: pd.DataFrame, epochs: pd.DataF
               "paired_tests": paired_tests(trials),
               "claims": judge(evaluations.for_claims(trials, history), space.analysis, deferred),
               "evaluated_metrics": evaluations.coverage(trials, history, kind, space.trial.evaluation.defer)}
+    tables["ihat_matched_kl"] = ihat_kl.at_matched_kl(trials)
+    tables["ihat_share"] = ihat_kl.share_of_information(trials)
+    tables["claims"] = ihat_kl.annotate(tables["claims"], tables["ihat_matched_kl"])
     for stem, frame in tables.items():
         atomic_write(out / f"{stem}.csv", lambda p, f=frame: f.to_csv(p, index=False))
     plots = []

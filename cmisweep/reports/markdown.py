@@ -143,6 +143,23 @@ def ihat_checks(trials: pd.DataFrame) -> list[str]:
     return out + ([""] if out else [])
 
 
+def ihat_kl_section(tables: dict) -> list[str]:
+    """I-hat apart from KL(z): at matched KL(z) and as a share of I(x;z) (reports.ihat_kl)."""
+    matched, share = tables.get("ihat_matched_kl", pd.DataFrame()), tables.get("ihat_share", pd.DataFrame())
+    if not len(matched) and not len(share):
+        return []
+    lines = ["## I-hat(z;s) apart from KL(z) (descriptive: the seed as the unit, sign-flip p, unadjusted)", "",
+             "At one gamma CMI may keep less KL(z): a lower I-hat can be less information in z. At matched KL(z): "
+             "each seed's I-hat-vs-KL(z) curve read at 5 levels of the two presets' overlap, CMI minus the "
+             "baseline. As a share: the exact form over I(x;z) ~ KL(z) - (paper - exact), pair by pair. The exact "
+             "form is the quantity the claim is about; the paper form with the model's head is the paper's Table 1.",
+             ""]
+    for frame in (matched, share):
+        if len(frame):
+            lines += [_md(frame), ""]
+    return lines
+
+
 def evaluation_section(tables: dict, models: tuple[int, list[str]] | None, trials: pd.DataFrame) -> list[str]:
     """Which trials carry which metric, from which evaluation; which models are kept."""
     cov = tables.get("evaluated_metrics", pd.DataFrame())
@@ -170,7 +187,7 @@ def markdown(name: str, trials: pd.DataFrame, front: pd.DataFrame, tables: dict[
     repeats = int(trials["repeat_of"].notna().sum()) if "repeat_of" in trials else 0
     head = [f"# Sweep {name}", "", f"{len(trials)} trials: " + ", ".join(f"{v} {k}" for k, v in counts.items())
             + (f"; {repeats} repeat an earlier trial's point and seed and count once" if repeats else ""), ""]
-    return "\n".join(head + collapse_section(tables) + claims_section(tables, alpha) + evaluation_section(tables, models, trials)
+    return "\n".join(head + collapse_section(tables) + claims_section(tables, alpha) + ihat_kl_section(tables) + evaluation_section(tables, models, trials)
                      + [UNITS_NOTE, ""] + [f"![{p.stem}]({p.name})" for p in plots] + [""]
                      + tables_section(trials) + fronts_section(trials, front, tables)
                      + trials_section(trials, tables, points, history))
