@@ -77,7 +77,7 @@ def test_deferred_metrics_evaluated_later_for_exactly_the_selected_trials_and_a_
     assert coverage.loc["ihat", "trials_with_it"] == "2/4" and coverage.loc["mcas", "trials_with_it"] == "0/4"
 
     # (2) the claims' cells with other I-hat settings, killed after its first trial, run again
-    args = ["evaluate", "deferred", "--metrics", "ihat", "--trials", "claims", "--set", "evaluation.ihat.steps=400",
+    args = ["evaluate", "deferred", "--metrics", "ihat", "--trials", "claims", "--set", "evaluation.ihat.tolerance=0.5",
             "--results", str(results)]
     proc = subprocess.Popen([sys.executable, "-m", "cmisweep", *args], cwd=tmp_path, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
