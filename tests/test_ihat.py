@@ -182,3 +182,15 @@ def test_infonce_reads_the_exact_critics_and_never_exceeds_log_k():
     assert m["ihat_nce_negatives"] == 64
     assert max(m[k] for k in m if k.startswith("ihat_mlp_nce_seed") or k == "ihat_mlp_nce") <= math.log(64) + 1e-9
     assert m["ihat_mlp_nce"] > math.log(64) - 1.0  # near its ceiling: it saw the dependence
+
+
+def test_forms_consistent_catches_a_critic_stopped_too_early():
+    """Here q(z) = p(z), so both forms estimate the same I(z;s). Stopped at 64 steps the paper-form
+    MLP critic still lags the exact one by more than their seed spreads, which `forms_consistent`
+    flags; trained until converged the two agree."""
+    data = SimpleNamespace(val_x=images(0.8, 1000, 0), test_x=images(0.8, 1000, 1))
+    small = dict(seeds=2, batch_size=128, n_train=1000, n_eval=1000, width=32)
+    early = ihat_metrics(PairModel(), data, ihat_cfg(steps=64, **small))
+    assert early["ihat_mlp_forms_consistent"] == 0.0, (early["ihat_mlp_paper"], early["ihat_mlp_exact"])
+    settled = ihat_metrics(PairModel(), data, ihat_cfg(steps=64, converge=True, max_steps=2048, tolerance=0.1, **small))
+    assert settled["ihat_converged"] == 1.0 and settled["ihat_mlp_forms_consistent"] == 1.0
