@@ -84,15 +84,19 @@ def fit(ensembles: list, forms: list[str], generators: list[torch.Generator], sa
 
 
 @torch.no_grad()
-def read_out(ensembles: list, pairs: Pairs) -> list[list[float]]:
+def read_out(ensembles: list, pairs: Pairs, keep: list[list] | None = None) -> list[list[float]]:
     """E_q[logit] of each member of each ensemble, all on the same held-out (z, s) batches
-    (streamed: the s of an image model is large), in fp32 and summed in fp64."""
+    (streamed: the s of an image model is large), in fp32 and summed in fp64. keep: one list per
+    ensemble that collects each batch's (embeddings (K, B, emb), z (B, D)), for a second read-out
+    of the same pairs (metrics/infonce.py) without embedding s again."""
     for e in ensembles:
         e.eval()
     totals, n = [torch.zeros(e.k, dtype=torch.float64) for e in ensembles], 0
     for z, s in pairs():
         for i, e in enumerate(ensembles):
-            s_in = s[:, None].expand(-1, e.groups, *s.shape[1:])
-            totals[i] += e(s_in, z[None].expand(e.k, *z.shape)).double().sum(1).cpu()
+            emb = e.embed(s[:, None].expand(-1, e.groups, *s.shape[1:]))
+            totals[i] += e.score(emb, z[None].expand(e.k, *z.shape)).double().sum(1).cpu()
+            if keep is not None:
+                keep[i].append((emb.float(), z.float()))
         n += len(z)
     return [(t / n).tolist() for t in totals]

@@ -16,7 +16,7 @@ from conftest import ROOT
 from helpers import cli, tiny_space, tiny_trial
 
 
-@pytest.mark.slow(15)
+@pytest.mark.slow(55)
 def test_dry_run_prints_plan_and_cost_without_starting(tmp_path):
     r = cli("run", ROOT / "search_spaces" / "fmnist.yaml", "--dry-run", "--results", tmp_path / "results",
             "--set", "trial.model.maps=8", cwd=tmp_path)  # a smaller model: the same plan, measured sooner
@@ -65,7 +65,7 @@ def test_the_dry_run_prices_the_ihat_a_trial_runs(monkeypatch):
     monkeypatch.setattr(mutual_info, "ihat_metrics", spy)
     assert measure_eval(cfg)["ihat"] > 0
     assert calls
-    size = {"steps", "n_train", "n_eval"}
+    size = {"steps", "n_train", "n_eval", "converge"}  # one fixed-step run is the doubling rule's unit
     for ic, device in calls:
         assert ic.model_dump(exclude=size) == cfg.evaluation.ihat.model_dump(exclude=size)
         assert device == resolve_device(cfg.train.device)

@@ -8,26 +8,14 @@ For any score f(z, s), with K pairs (z_i, s_i) ~ q(z, s),
 a lower bound that can never exceed log K. I-hat's exact-form critics (negatives q(z)q(s)) learn
 f -> log q(z,s) / q(z)q(s), the score that makes the bound tight, so reading them this way needs no
 training of its own. Every held-out encoding is a negative of every other (K = n_eval, not the
-batch): log K must sit above the readings it checks (log 50 = 3.9 nats would not).
+batch): log K must sit above the readings it checks (log 50 = 3.9 nats would not). The scores
+reuse the embeddings of the E[logit] read-out (critic_training.read_out's `keep`).
 """
 from __future__ import annotations
 
 import math
 
 import torch
-
-from cmisweep.critic_training import Pairs
-
-
-@torch.no_grad()
-def embeddings(ensemble, pairs: Pairs) -> tuple[torch.Tensor, torch.Tensor]:
-    """(e: (K, n, emb) the members' embeddings of every held-out s, z: (n, D)), streamed."""
-    ensemble.eval()
-    es, zs = [], []
-    for z, s in pairs():
-        es.append(ensemble.embed(s[:, None].expand(-1, ensemble.groups, *s.shape[1:])).float())
-        zs.append(z.float())
-    return torch.cat(es, 1), torch.cat(zs)
 
 
 @torch.no_grad()

@@ -20,7 +20,7 @@ from cmisweep import critic_training
 from cmisweep.config import EvalConfig
 from cmisweep.critic_training import Pairs, Sampler
 from cmisweep.metrics.encodings import cached_sampler
-from cmisweep.metrics.infonce import embeddings, infonce, pair_scores
+from cmisweep.metrics.infonce import infonce, pair_scores
 from cmisweep.models.critic_ensemble import CriticEnsemble
 from cmisweep.models.critics import JointCritic, resolve_head
 from cmisweep.device import auto_precision
@@ -59,7 +59,8 @@ def ihat(
     gens = [torch.Generator().manual_seed(base_seed + 3000 + i) for i in range(len(member_forms))]
     critic_training.fit(ensembles, member_forms, gens, train_sample, steps, batch_size, lr, bf16)
     torch.manual_seed(base_seed + 2000)
-    values = critic_training.read_out(ensembles, eval_pairs)  # [head][seed * forms + form]
+    kept: list[list] = [[] for _ in ensembles]
+    values = critic_training.read_out(ensembles, eval_pairs, kept)  # [head][seed * forms + form]
     out: dict = {}
     for hi, head in enumerate(heads):
         for fi, form in enumerate(forms):
@@ -67,9 +68,8 @@ def ihat(
                      [values[hi][k * len(forms) + fi] for k in range(seeds)])
     # the cross-check: the exact-form critics read as InfoNCE, every held-out pair a negative
     exact = [i for i, f in enumerate(member_forms) if f == "exact"]
-    for head, ensemble in zip(heads, ensembles):
-        torch.manual_seed(base_seed + 4000)
-        e, z = embeddings(ensemble, eval_pairs)
+    for head, ensemble, batches in zip(heads, ensembles, kept):
+        e, z = torch.cat([b[0] for b in batches], 1), torch.cat([b[1] for b in batches])
         _summary(out, f"ihat_{head}_nce" if head else "ihat_nce", infonce(pair_scores(ensemble, e, z, exact)))
         out["ihat_nce_negatives"] = len(z)
     return out

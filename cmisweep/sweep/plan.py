@@ -43,7 +43,8 @@ def measure_step(cfg, steps: int = 2) -> float:
 
 def measure_eval(cfg) -> dict[str, float]:
     """Seconds of the final evaluation's costly metric groups ({"ihat": s, "mcas": s}; the others
-    take seconds), extrapolated from the pieces a trial runs, at a smaller size. I-hat: ihat_metrics itself (the critic ensembles, in the precision its 'auto' resolves to
+    take seconds), extrapolated from the pieces a trial runs, at a smaller size. I-hat trained until
+    converged is priced at its least, S + 2S steps (the doubling rule may take up to 15S). I-hat: ihat_metrics itself (the critic ensembles, in the precision its 'auto' resolves to
     on the trial's device, and the encodings it caches) at two step counts, which parts a critic
     step from the encoding of the images; each part scales about linearly. mCAS: the samples of
     100 images."""
@@ -66,8 +67,9 @@ def measure_eval(cfg) -> dict[str, float]:
         n = 2 * ic.batch_size  # images encoded to train the critics, and as many read out
         data = SimpleNamespace(val_x=random_batch(cfg.data, n).to(device), test_x=random_batch(cfg.data, n).to(device))
 
-        def seconds(steps: int) -> float:
-            small = ev.model_copy(update={"ihat": ic.model_copy(update={"steps": steps, "n_train": n, "n_eval": n})})
+        def seconds(steps: int) -> float:  # one fixed-step run: the doubling rule's unit
+            small = ev.model_copy(update={"ihat": ic.model_copy(update={"steps": steps, "n_train": n, "n_eval": n,
+                                                                         "converge": False})})
             t0 = time.perf_counter()
             ihat_metrics(model, data, small)
             return time.perf_counter() - t0
@@ -77,7 +79,10 @@ def measure_eval(cfg) -> dict[str, float]:
         per_step = max(0.0, (long - short) / 4)
         per_image = max(0.0, short - 2 * per_step) / (2 * n)
         images = min(ic.n_train, cfg.data.val_size or ic.n_train) + min(ic.n_eval, cfg.data.test_size or ic.n_eval)
-        total["ihat"] = per_step * ic.steps + per_image * images
+        # converged: at least S + 2S steps and two read-outs (settled at the first doubling; the
+        # cap, 8S, would be S + 2S + 4S + 8S)
+        runs = 2 if ic.converge else 1
+        total["ihat"] = per_step * ic.steps * (2**runs - 1) + per_image * images * runs
     if cfg.data.modality == "image" and ev.mcas:
         t0 = time.perf_counter()
         model.generate(torch.randn(100, model.z_dim, device=device))
