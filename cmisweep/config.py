@@ -173,6 +173,10 @@ class IhatConfig(Strict):
     converge: bool = True
     max_steps: PosInt | None = None
     tolerance: PosFloat = 0.05
+    # where s is sampled given z (the DSAE): the critics' pairs come from a pool of this many
+    # (z, s) draws per encoding, drawn once for every doubling (metrics/encodings.py); 0: encode
+    # every batch afresh
+    pool_draws: Annotated[int, Field(ge=0)] = 8
 
 
 class EvalConfig(Strict):

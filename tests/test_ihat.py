@@ -194,3 +194,27 @@ def test_forms_consistent_catches_a_critic_stopped_too_early():
     assert early["ihat_mlp_forms_consistent"] == 0.0, (early["ihat_mlp_paper"], early["ihat_mlp_exact"])
     settled = ihat_metrics(PairModel(), data, ihat_cfg(steps=64, converge=True, max_steps=2048, tolerance=0.1, **small))
     assert settled["ihat_converged"] == 1.0 and settled["ihat_mlp_forms_consistent"] == 1.0
+
+
+def test_pooled_sampler_keeps_each_s_with_the_z_it_was_drawn_given():
+    """Where s is sampled given z (the DSAE), the critics' pairs come from a pool drawn once: every
+    pair's s is the one drawn given that pair's z (here s = z + small noise, so a pair whose s came
+    with another z is off by ~sqrt(2) per dimension), z is a fresh draw of q(z|x) per pooled pair
+    (not its mean), and the pool holds draws x len(x) pairs that a batch picks among."""
+    from cmisweep.metrics.encodings import pooled_sampler
+
+    class Sampled:
+        z_dim = D
+
+        def encode(self, x):
+            return Gaussian(x, torch.zeros_like(x))  # q(z|x) = N(x, I)
+
+        def local_features(self, x, z, sample=True):
+            return (z + 0.01 * torch.randn_like(z))[:, None, :]  # (B, T=1, D)
+
+    x = torch.zeros(50, D)
+    sample = pooled_sampler(Sampled(), x, torch.Generator().manual_seed(0), draws=4, chunk=16)
+    z, s = sample(4000)
+    assert (s[:, 0] - z).abs().max() < 0.1
+    assert z.std() == pytest.approx(1.0, abs=0.1)  # q(z|x)'s samples, not x
+    assert len(torch.unique(z[:, 0])) == pytest.approx(200, abs=5)  # 4 draws x 50 sequences

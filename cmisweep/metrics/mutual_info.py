@@ -19,7 +19,7 @@ import torch
 from cmisweep import critic_training
 from cmisweep.config import EvalConfig
 from cmisweep.critic_training import Pairs, Sampler
-from cmisweep.metrics.encodings import cached_sampler
+from cmisweep.metrics.encodings import cached_sampler, pooled_sampler
 from cmisweep.metrics.infonce import infonce, pair_scores
 from cmisweep.models.critic_ensemble import CriticEnsemble
 from cmisweep.models.critics import JointCritic, resolve_head
@@ -125,8 +125,12 @@ def ihat_metrics(model, data, cfg: EvalConfig, seed: int = 0) -> dict:
 
     val_x = data.val_x[: ic.n_train]
     bf16 = (auto_precision("bf16", device) if ic.precision == "auto" else ic.precision) == "bf16"
-    # the validation images encoded once where s ignores z; else (the DSAE) encoded per batch
-    sampler = cached_sampler(model, val_x, g, cfg.batch_size, torch.bfloat16 if bf16 else torch.float32)
+    # the validation images encoded once where s ignores z; else (the DSAE) a pool of draws, or
+    # encoded per batch
+    s_dtype = torch.bfloat16 if bf16 else torch.float32
+    sampler = cached_sampler(model, val_x, g, cfg.batch_size, s_dtype)
+    if sampler is None and ic.pool_draws:
+        sampler = pooled_sampler(model, val_x, g, ic.pool_draws, cfg.batch_size, s_dtype)
     sampler = sampler or model_sampler(model, val_x, g)
     streams = g.get_state()
 
