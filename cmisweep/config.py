@@ -151,6 +151,10 @@ class TrainConfig(Strict):
     # loss of a PixelCNN-VAE climbs past 1e8 and stays finite; trained models sit far below 1e4
     max_loss: PosFloat = 1e7
     eval_batch_size: PosInt = 500  # batch size of the per-epoch validation pass
+    # the seed of everything after the initial weights (batch order, z and critic-negative draws);
+    # default: the trial's seed, which also draws the initial weights. Set apart, it separates the
+    # two sources of a seed's variation (the image study's collapse ablation)
+    order_seed: Annotated[int, Field(ge=0)] | None = None
 
 
 class IhatConfig(Strict):

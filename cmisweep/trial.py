@@ -45,8 +45,9 @@ def build_trainer(cfg: TrialConfig, data=None) -> tuple[Trainer, object]:
     reg = cfg.regularizer.objective
     critics = build_critics(model.z_dim, model.critic_spec, reg.uses_m, reg.uses_c,
                             cfg.regularizer.critic_head, cfg.regularizer.critic_width)
+    order = cfg.seed if cfg.train.order_seed is None else cfg.train.order_seed
     trainer = Trainer(model, reg, critics, data.train_x, data.val_x, cfg.train,
-                      **cfg.critic_training, seed=cfg.seed, device=device)
+                      **cfg.critic_training, seed=order, device=device)
     return trainer, data
 
 
