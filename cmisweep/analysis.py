@@ -40,6 +40,32 @@ CLAIMS: dict[str, ClaimSpec] = {
     # against beta's 16.11 at gamma 0.3), tested as one (TOST) on the relative gap
     "kl_ratio": ClaimSpec("Table 5", "KL(z) within the margin of the baseline's", KL, 0),
 }
+# I-hat's readings, column -> (form, head). The exact form estimates I(z;s), what the claim is about;
+# the paper form I(z;s) + KL(q(z)||p(z)), the paper's Table 1 with the model's head.
+IHAT_READINGS = {"final/ihat_mlp_exact": ("exact", "MLP head"), "final/ihat_exact": ("exact", "model's head"),
+                 "final/ihat_mlp_paper": ("paper", "MLP head"), "final/ihat_paper": ("paper", "model's head")}
+# The readings that met their bound against analytic I at each modality's shapes, in every world
+# (bench/ihat_truth.py, BENCHMARKS.md section 11; docs/design.md 3.2). Only these decide a claim.
+VERDICT_READINGS: dict[str, frozenset[str]] = {"image": frozenset(), "speech": frozenset()}
+
+
+def reading_name(column: str) -> str:
+    """'exact form, MLP head' for final/ihat_mlp_exact: how reports name an I-hat reading."""
+    return "{} form, {}".format(*IHAT_READINGS[column])
+
+
+def claim_columns(name: str, kind: str) -> list[tuple[str, bool]]:
+    """The columns a claim is judged on for a modality, each with whether it may carry a verdict.
+    The ihat claim is decided by the exact form (I(z;s), what it is about) of a head that met its
+    bound (the MLP head first), and reports the paper's Table 1 reading (the paper form, the
+    model's head) beside it, without a verdict; with no such head, that reading alone."""
+    spec = CLAIMS[name]
+    if name != "ihat":
+        return [(spec.column, True)]
+    deciding = [c for c, (form, _) in IHAT_READINGS.items() if form == "exact" and c in VERDICT_READINGS[kind]]
+    return [(c, True) for c in deciding[:1]] + [(spec.column, False)]
+
+
 # the claims each modality can measure (the others need no data of a kind)
 MODALITY_CLAIMS = {"image": {"ihat", "aolr", "mcas", "kl_ratio"}, "speech": {"ihat", "eer_z", "eer_s", "kl_ratio"}}
 ClaimName = Literal["ihat", "aolr", "mcas", "eer_z", "eer_s", "kl_ratio"]

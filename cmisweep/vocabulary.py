@@ -92,7 +92,7 @@ METRICS: dict[str, Metric] = {
     "final/vc_mcas_speaker": Metric("VC-mCAS(speaker) [%]", 100.0, True, 0.0, True, "VC-mCAS(speaker)"),
     "final/ihat_paper": Metric("I-hat(z;s) paper form (nats, test)", 1.0, False),
     "final/ihat_exact": Metric("I-hat(z;s) exact form (nats, test)", 1.0, False, short="I-hat(exact)"),
-    # the same two forms read by an MLP critic head (README.md, "I-hat")
+    # the same two forms read by an MLP critic head (docs/design.md 3.2)
     "final/ihat_mlp_paper": Metric("I-hat(z;s) paper form, MLP critic (nats, test)", 1.0, False),
     "final/ihat_mlp_exact": Metric("I-hat(z;s) exact form, MLP critic (nats, test)", 1.0, False),
     # the exact-form critics read as InfoNCE, a lower bound at most log K (K: final/ihat_nce_negatives)
@@ -139,6 +139,9 @@ class Verdict(StrEnum):
     INCONCLUSIVE = "inconclusive"  # the design could have decided it, the data did not
     UNDECIDABLE = "undecidable"  # no outcome at this number of seeds could reach Holm's threshold
     NOT_EVALUATED = "not evaluated"  # a trial of the claim's cells lacks the metric
+    # its only reading missed the bound against analytic truth (analysis.VERDICT_READINGS): the
+    # estimate is reported, untested and outside Holm's family
+    NO_VERDICT = "no verdict (estimator off its ground truth)"
 
     def at(self, n: int) -> str:
         return f"undecidable at n = {n}" if self is Verdict.UNDECIDABLE else str(self)

@@ -39,8 +39,13 @@ def _trials(d: Path) -> pd.DataFrame:
 
 
 def _ihat_verdicts(d: Path) -> set[str]:
+    """The verdicts of the I-hat claim's rows: "not evaluated" until every cell carries I-hat, then
+    whatever the reading allows (no verdict for a reading off its ground truth: analysis.VERDICT_READINGS)."""
     claims = pd.read_csv(d / "reports" / "claims.csv")
     return set(claims.loc[claims["claim"] == "lower I-hat(z;s)", "verdict"])
+
+
+JUDGED = {"undecidable at n = 2", "no verdict (estimator off its ground truth)"}
 
 
 @pytest.mark.slow(110)
@@ -99,7 +104,7 @@ def test_deferred_metrics_evaluated_later_for_exactly_the_selected_trials_and_a_
     per_trial = new.groupby("name")["column"].apply(frozenset)
     assert per_trial.nunique() == 1 and len(per_trial.iloc[0]) > 4, per_trial
     pd.testing.assert_frame_equal(new.iloc[:len(first)].reset_index(drop=True), first.reset_index(drop=True))
-    assert _ihat_verdicts(d) == {"undecidable at n = 2"}  # every cell carries I-hat now: judged
+    assert _ihat_verdicts(d) and _ihat_verdicts(d) <= JUDGED  # every cell carries I-hat now: read
 
 
 def _copy_of(finished, tmp_path: Path) -> Path:
@@ -200,6 +205,6 @@ def test_a_claim_pairs_values_of_one_evaluation_only():
         claims = judge(for_claims(apply(trials, history), history))
         return claims.loc[claims["claim"] == "lower I-hat(z;s)", "verdict"].iloc[0]
 
-    assert verdict(evaluated([])) == "undecidable at n = 3"  # all at training: one evaluation
+    assert verdict(evaluated([])) != "not evaluated"  # all at training: one evaluation
     assert verdict(evaluated(["cmi"])) == "not evaluated"
-    assert verdict(evaluated(["cmi", "beta"])) == "undecidable at n = 3"
+    assert verdict(evaluated(["cmi", "beta"])) != "not evaluated"

@@ -2,8 +2,6 @@
 read out as E_q[logit] on test encodings. The model here is a stand-in whose encodings are known
 (z, s) pairs, so the estimator's answers can be checked against closed forms."""
 import math
-import re
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -11,10 +9,8 @@ import torch
 
 from cmisweep.config import EvalConfig, IhatConfig
 from cmisweep.metrics.mutual_info import ihat_metrics
-from cmisweep.models.critics import JointCritic
 from cmisweep.models.protocol import CriticSpec, Gaussian
 from cmisweep.reports.tables import TABLE_METRICS
-from helpers import fit_and_read_forms
 
 D = 4  # dimensions of z and of s
 
@@ -39,10 +35,6 @@ def gaussian_pairs(n: int, rho: float, sigma: float = 1.0, generator=None) -> tu
 
 def mutual_information(rho: float) -> float:
     return -D / 2 * math.log(1 - rho**2)
-
-
-def kl_to_prior(sigma: float) -> float:
-    return D / 2 * (sigma**2 - 1 - math.log(sigma**2))
 
 
 class PairModel:
@@ -82,14 +74,14 @@ def test_critics_train_on_validation_and_read_on_test():
 
 def test_evaluation_reports_the_papers_head_and_the_mlp_head():
     """Same encodings, two heads: ihat_* from the model's (dot) head, ihat_mlp_* from the MLP.
-    On Gaussian pairs with a known I(z;s) the MLP head is the accurate one (see the bias test)."""
+    On Gaussian pairs with a known I(z;s) the MLP head reads it, the dot head (linear in z) falls short."""
     data = SimpleNamespace(val_x=images(0.8, 4000, seed=1), test_x=images(0.8, 4000, seed=2))
     m = ihat_metrics(PairModel(), data, ihat_cfg())
     for name in ("ihat_paper", "ihat_exact", "ihat_mlp_paper", "ihat_mlp_exact"):
         assert {name, f"{name}_std", f"{name}_seed0"} <= set(m), name
     mi = mutual_information(0.8)
     assert m["ihat_mlp_exact"] == pytest.approx(mi, rel=0.15)
-    assert m["ihat_exact"] < 0.9 * mi  # the dot head's shortfall (README.md, "I-hat")
+    assert m["ihat_exact"] < 0.9 * mi  # linear in z: it cannot form the log-ratio's quadratic term
     for name in ("final/ihat_paper", "final/ihat_exact", "final/ihat_mlp_paper", "final/ihat_mlp_exact"):
         assert name in TABLE_METRICS
     labels = [TABLE_METRICS[k] for k in ("final/ihat_exact", "final/ihat_mlp_exact")]
@@ -108,38 +100,6 @@ def test_bf16_critics_read_what_fp32_critics_read():
     for name in ("ihat_paper", "ihat_exact", "ihat_mlp_paper", "ihat_mlp_exact"):
         assert bf16[name] != fp32[name], name
         assert abs(bf16[name] - fp32[name]) < 0.05 * mi, (name, bf16[name], fp32[name])
-
-
-# --- the bias of each critic head, on correlated Gaussians with a known answer -----------------------
-
-RHO, SIGMA = 0.8, 1.5  # I(z;s) = 2.04 nats, KL(q(z)||p(z)) = 0.88 nats
-TOLERANCE = 0.07  # on estimate / truth, around the ratio README.md states
-
-
-def documented_bias() -> dict[tuple[str, str], float]:
-    """The table of README.md's "I-hat" section: (head, form) -> estimate / truth."""
-    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    rows = re.findall(r"^\| `(dot|cosine|mlp)`[^|]*\| (paper|exact) \|[^|]*\| ([0-9.]+) \|", text, re.M)
-    return {(head, form): float(ratio) for head, form, ratio in rows}
-
-
-@pytest.mark.parametrize("head", ["dot", "cosine", "mlp"])
-def test_head_bias_on_correlated_gaussians(head):
-    """Each head, both forms, trained as I-hat trains them (Eq. 12, critic_training.fit) until the read-out
-    settles (800 steps of 512: within ~0.02 of 4000 steps), read on held-out pairs. Truth: I(z;s)
-    for the exact form (negatives q(z)q(s)), I(z;s) + KL(q(z)||p(z)) for the paper's (p(z)q(s))."""
-    bias = documented_bias()
-    assert {(head, "paper"), (head, "exact")} <= set(bias), "README.md's I-hat table lacks this head"
-    g = torch.Generator().manual_seed(0)
-    torch.manual_seed(0)
-    critics = {form: JointCritic(D, (D,), head=head, width=64) for form in ("paper", "exact")}
-    held_out = [gaussian_pairs(4096, RHO, SIGMA, g) for _ in range(2)]
-    read = fit_and_read_forms(critics, lambda n: gaussian_pairs(n, RHO, SIGMA, g), held_out,
-                              steps=800, batch_size=512, lr=1e-2)
-    paper, exact = read["paper"], read["exact"]
-    mi, kl = mutual_information(RHO), kl_to_prior(SIGMA)
-    assert exact / mi == pytest.approx(bias[head, "exact"], abs=TOLERANCE)
-    assert paper / (mi + kl) == pytest.approx(bias[head, "paper"], abs=TOLERANCE)
 
 
 @pytest.mark.slow(20)

@@ -40,7 +40,8 @@ def test_ihat_at_matched_kl_recovers_the_known_difference(shift):
             assert m.loc[reading, "estimate"] == pytest.approx(0.0, abs=1e-9)
         else:  # the shared vanilla point anchors both curves: the shift shows in full above cmi's first gamma
             assert -shift <= m.loc[reading, "estimate"] < -shift / 2
-    claims = pd.DataFrame([{"claim": "lower I-hat(z;s)", "comparison": "cmi", "baseline": "beta"}])
+    claims = pd.DataFrame([{"claim": "lower I-hat(z;s)", "comparison": "cmi", "baseline": "beta",
+                            "reading": "paper form, model's head"}])  # the reading claims.judge names
     verdict = annotate(claims, at_matched_kl(t))["at_matched_kl"].iloc[0]
     assert verdict.startswith("holds in every seed") if shift else not verdict.startswith("holds")
 

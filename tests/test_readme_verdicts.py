@@ -1,5 +1,6 @@
 """The README's verdict tables say what the committed studies' claims.csv say (issue 27): every
-claim of a study's family appears once, with its verdict, estimate, p and Holm p and seeds."""
+claim of a study's family appears once, with its verdict, estimate, p and Holm p and seeds; an I-hat
+row names its reading (form, head) in brackets, and a row outside the family has no Holm p (–)."""
 from __future__ import annotations
 
 import re
@@ -29,7 +30,12 @@ def readme_rows() -> dict[str, list[list[str]]]:
 
 
 def fmt(x: float) -> str:
-    return f"{x:.3g}"
+    return "–" if pd.isna(x) else f"{x:.3g}"
+
+
+def key(c: pd.Series) -> str:
+    reading = c.get("reading")
+    return f"{c['source']}: {c['claim']}" + (f" [{reading}]" if isinstance(reading, str) and reading else "")
 
 
 @pytest.mark.parametrize("study", STUDIES)
@@ -38,8 +44,9 @@ def test_readme_verdicts_match_claims_csv(study):
     rows = readme_rows().get(study, [])
     assert len(rows) == len(claims), f"{study}: {len(rows)} README rows, {len(claims)} claims"
     by_key = {(r[0], r[1]): r for r in rows}
+    assert len(by_key) == len(rows), f"{study}: two README rows name the same claim, reading and baseline"
     for _, c in claims.iterrows():
-        r = by_key.get((f"{c['source']}: {c['claim']}", c["baseline"]))
+        r = by_key.get((key(c), c["baseline"]))
         assert r is not None, (study, c["claim"], c["baseline"])
         assert r[2] == c["verdict"], (study, c["claim"], c["baseline"], r[2], c["verdict"])
         assert r[3].split()[0] == fmt(c["estimate"]), (r[3], c["estimate"])

@@ -28,8 +28,9 @@ def linear_sweep(cmi_gain=0.05, noise=0.0, seeds=(0, 1, 2)) -> pd.DataFrame:
         for gamma in (0.2, 0.4, 0.6, 0.8):
             for seed in seeds:
                 kl = 10.0 - 10.0 * gamma + 0.1 * seed
+                ihat = 2.0 - 10 * gain + noise * rng.standard_normal()
                 rows.append(row(preset, gamma, seed, kl, 0.5 + 0.02 * kl + gain + noise * rng.standard_normal(),
-                                **{"final/ihat_paper": 2.0 - 10 * gain + noise * rng.standard_normal(),
+                                **{"final/ihat_paper": ihat, "final/ihat_mlp_exact": ihat,
                                    "final/mcas": 0.6 + (0.01 * (-1) ** round(5 * gamma) if preset == "cmi" else 0)}))
     return pd.DataFrame(rows)
 
@@ -118,10 +119,19 @@ def test_a_collapsed_seed_does_not_shrink_the_matched_kl_range():
     assert np.allclose(cmi["mean"], 0.55 + 0.02 * cmi["kl_z"])
 
 
-def test_holm_adjusts_over_the_family():
+@pytest.fixture
+def mlp_exact_decides(monkeypatch):
+    """The I-hat claim decided by the MLP head's exact form, as if it had met its ground truth."""
+    from cmisweep import analysis
+    monkeypatch.setitem(analysis.VERDICT_READINGS, "image", frozenset({"final/ihat_mlp_exact"}))
+
+
+def test_holm_adjusts_over_the_family(mlp_exact_decides):
     t = linear_sweep(cmi_gain=0.05, noise=0.005, seeds=range(10))
     claims = judge(prepare(t))
-    assert len(claims) == 4  # I-hat, AoLR, mCAS, KL(z) ratio against beta: the default family
+    # I-hat, AoLR, mCAS, KL(z) ratio against beta: the default family; I-hat's Table 1 reading beside it, untested
+    assert len(claims) == 5 and (claims["verdict"] == "no verdict (estimator off its ground truth)").sum() == 1
+    claims = claims[claims["p_holm"].notna()]
     ordered = claims.sort_values("p")
     m = len(claims)
     assert ordered["p_holm"].iloc[0] == pytest.approx(min(1.0, m * ordered["p"].iloc[0]))
@@ -129,11 +139,12 @@ def test_holm_adjusts_over_the_family():
 
 
 @pytest.mark.parametrize("gain, expected", [(0.05, "reproduced"), (-0.05, "contradicted"), (0.0, "inconclusive")])
-def test_claims_follow_the_data(gain, expected):
+def test_claims_follow_the_data(gain, expected, mlp_exact_decides):
     """cmi's AoLR shifted by `gain` and its I-hat by -10 gain against beta over 10 seeds, with
     small noise; mCAS alternates +-0.01 over the gammas (no effect per seed)."""
     t = linear_sweep(cmi_gain=gain, noise=0.005, seeds=range(10))
-    claims = judge(prepare(t)).set_index("claim")
+    claims = judge(prepare(t))
+    claims = claims[claims["reading"] != "paper form, model's head"].set_index("claim")
     assert claims.loc["higher AoLR at the same gamma", "verdict"] == expected
     assert claims.loc["lower I-hat(z;s)", "verdict"] == expected
     assert claims.loc["higher mCAS at the same gamma", "verdict"] == "inconclusive"
@@ -156,3 +167,19 @@ def test_report_has_the_collapse_claims_hypervolume_and_interpolated_sections():
                     "## AoLR (accuracy, fraction) at matched KL(z), interpolated", "p_holm", "undecidable at n = 3"):
         assert heading in md, heading
     assert md.index("## Collapse") < md.index("## Claims of the paper") < md.index("## Hypervolume")
+
+
+def test_kl_curves_hold_each_trials_epochs_beside_its_point_and_collapse(tmp_path):
+    """kl_curves.csv: one row per trial with its searched point, seed, final collapse flag and
+    validation KL(z) per epoch, from epochs.parquet's rows; the plot is drawn from it."""
+    from cmisweep.reports.curves import kl_curves, plot_kl_curves
+
+    t = prepare(pd.DataFrame([row("cmi", 0.5, s, kl, 0.7) for s, kl in ((0, 0.02), (1, 2.5))]))
+    epochs = pd.DataFrame([{"name": f"cmi_g0.5_s{s}", "epoch": e, "val/kl_z": kl * e / 3}
+                           for s, kl in ((0, 0.02), (1, 2.5)) for e in (1, 2, 3)])
+    c = kl_curves(epochs, t).set_index("name")
+    assert list(c.columns[-3:]) == ["epoch_1", "epoch_2", "epoch_3"]
+    assert c.loc["cmi_g0.5_s1", "epoch_3"] == pytest.approx(2.5) and c.loc["cmi_g0.5_s1", "epoch_1"] == pytest.approx(2.5 / 3)
+    assert bool(c.loc["cmi_g0.5_s0", "collapsed"]) and not bool(c.loc["cmi_g0.5_s1", "collapsed"])
+    assert (c["preset"] == "cmi").all() and set(c["seed"]) == {0, 1}
+    assert plot_kl_curves(c.reset_index(), tmp_path / "k.png").stat().st_size > 0

@@ -3,8 +3,9 @@
 Two forms, each a JointCritic trained with Eq. 12 and read out as E_q[logit]:
   paper: negatives p(z)q(s)  -> estimates KL(q(z,s) || p(z)q(s)) = I(z;s) + KL(q(z)||p(z))
   exact: negatives q(z)q(s)  -> estimates I(z;s)
-each as far as the critic's head can represent log q(z,s)/r(z,s): the paper's dot and cosine heads
-read ~0.75 of I(z;s) on correlated Gaussians, the MLP head ~0.95 (README.md, "I-hat").
+each as far as the critic's head can represent log q(z,s)/r(z,s) and its training reaches: the
+paper's dot and cosine heads are linear in z, and at the studies' shapes no head and form came
+within its bound of an analytic I (docs/design.md 3.2).
 One critic's estimate moves by ~0.2 nats between seeds, as much as the effect being measured, so
 the metric averages several critic seeds and reports mean and spread.
 """
@@ -112,7 +113,7 @@ def ihat_metrics(model, data, cfg: EvalConfig, seed: int = 0) -> dict:
     ihat_paper / ihat_exact: the critic head of evaluation.ihat.head (the model's: the paper's
     number); ihat_mlp_paper / ihat_mlp_exact: the MLP head, trained on the same batches of
     encodings (no second encoding pass). The paper's heads see z linearly (dot) or its direction
-    alone (cosine) and miss much of a Gaussian log-ratio (README.md, "I-hat")."""
+    alone (cosine) and miss much of a Gaussian log-ratio (docs/design.md 3.2)."""
     t0 = time.perf_counter()
     ic = cfg.ihat
     spec = model.critic_spec
@@ -123,15 +124,8 @@ def ihat_metrics(model, data, cfg: EvalConfig, seed: int = 0) -> dict:
     def critic(h: str):
         return lambda: JointCritic(model.z_dim, spec.s_shape, h, ic.width).to(device)
 
-    val_x = data.val_x[: ic.n_train]
     bf16 = (auto_precision("bf16", device) if ic.precision == "auto" else ic.precision) == "bf16"
-    # the validation images encoded once where s ignores z; else (the DSAE) a pool of draws, or
-    # encoded per batch
-    s_dtype = torch.bfloat16 if bf16 else torch.float32
-    sampler = cached_sampler(model, val_x, g, cfg.batch_size, s_dtype)
-    if sampler is None and ic.pool_draws:
-        sampler = pooled_sampler(model, val_x, g, ic.pool_draws, cfg.batch_size, s_dtype)
-    sampler = sampler or model_sampler(model, val_x, g)
+    sampler = training_pairs(model, data.val_x[: ic.n_train], g, cfg, bf16)
     streams = g.get_state()
 
     def run(steps: int) -> dict:  # fresh critics and the same batch streams at any step count
@@ -170,6 +164,16 @@ def ihat_metrics(model, data, cfg: EvalConfig, seed: int = 0) -> dict:
 
 
 FORMS = ("ihat_paper", "ihat_exact", "ihat_mlp_paper", "ihat_mlp_exact")
+
+
+def training_pairs(model, val_x: torch.Tensor, g: torch.Generator, cfg: EvalConfig, bf16: bool) -> Sampler:
+    """The critics' (z, s) pairs: the validation images encoded once where s ignores z; else (the
+    DSAE) a pool of evaluation.ihat.pool_draws draws per sequence, or every batch encoded afresh."""
+    s_dtype = torch.bfloat16 if bf16 else torch.float32
+    sampler = cached_sampler(model, val_x, g, cfg.batch_size, s_dtype)
+    if sampler is None and cfg.ihat.pool_draws:
+        sampler = pooled_sampler(model, val_x, g, cfg.ihat.pool_draws, cfg.batch_size, s_dtype)
+    return sampler or model_sampler(model, val_x, g)
 
 
 def settle(run: Callable[[int], dict], steps: int, max_steps: int, tolerance: float) -> tuple[dict, int, bool]:

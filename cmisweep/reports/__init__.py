@@ -12,7 +12,8 @@
                                        kl_vs_<score>.png (Fig. 3), claims.csv, collapse.csv,
                                        collapse_tests.csv, hypervolume.csv, hypervolume_robustness.csv,
                                        paired_tests.csv, evaluated_metrics.csv,
-                                       ihat_matched_kl.csv, ihat_share.csv
+                                       ihat_matched_kl.csv, ihat_share.csv, kl_curves.csv
+                                       and kl_curves.png (per-epoch KL(z), where epochs.parquet is)
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ import pandas as pd
 
 from cmisweep.analysis import kl_cap
 from cmisweep.files import atomic_write, atomic_write_text
-from cmisweep.reports import collapse, evaluations, ihat_kl
+from cmisweep.reports import collapse, curves, evaluations, ihat_kl
 from cmisweep.reports.claims import judge
 from cmisweep.reports.frontier import SCORES, frontier
 from cmisweep.reports.hypervolume import hypervolumes, robustness, with_reference
@@ -53,14 +54,18 @@ def write_reports(sweep_dir: Path, space, trials: pd.DataFrame, epochs: pd.DataF
     tables = {"hypervolume": hv, "hypervolume_robustness": robustness(trials, cap),
               "collapse": collapse.rates(trials), "collapse_tests": collapse.mcnemar(trials),
               "paired_tests": paired_tests(trials),
-              "claims": judge(evaluations.for_claims(trials, history), space.analysis, deferred),
+              "claims": judge(evaluations.for_claims(trials, history), space.analysis, deferred, kind),
               "evaluated_metrics": evaluations.coverage(trials, history, kind, space.trial.evaluation.defer)}
     tables["ihat_matched_kl"] = ihat_kl.at_matched_kl(trials)
     tables["ihat_share"] = ihat_kl.share_of_information(trials)
     tables["claims"] = ihat_kl.annotate(tables["claims"], tables["ihat_matched_kl"])
+    plots = []
+    if (sweep_dir / "epochs.parquet").exists():
+        tables["kl_curves"] = curves.kl_curves(pd.read_parquet(sweep_dir / "epochs.parquet"), trials)
+        p = curves.plot_kl_curves(tables["kl_curves"], out / "kl_curves.png")
+        plots += [p] if p is not None else []
     for stem, frame in tables.items():
         atomic_write(out / f"{stem}.csv", lambda p, f=frame: f.to_csv(p, index=False))
-    plots = []
     for column in SCORES:
         if column in trials and trials[column].notna().any():
             p = plot_kl_vs(trials, column, out / plot_file(column))
@@ -93,7 +98,7 @@ def headline(name: str, trials: pd.DataFrame, claims: pd.DataFrame | None, plot_
             if col != KL:
                 break  # KL(z) and the first score: the paper's Fig. 3 in numbers
     if claims is not None and len(claims):
-        view = [c for c in ("source", "claim", "comparison", "baseline", "verdict", "estimate", "ci_low", "ci_high",
+        view = [c for c in ("source", "claim", "reading", "comparison", "baseline", "verdict", "estimate", "ci_low", "ci_high",
                             "p_holm", "n_seeds") if c in claims]
         lines += ["**Claims of the paper**", "", claims[view].to_markdown(index=False, floatfmt=".3g"), ""]
     return "\n".join(lines)

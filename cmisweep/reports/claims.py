@@ -6,6 +6,9 @@ every baseline it ran, labelled post hoc. Holm's correction runs over the family
 - the per-seed mean paired difference (CMI minus baseline, the report's units), its exact
   sign-flip p and the inverted test's 95% interval; for Table 5's equivalence claim, the relative
   KL(z) gap and its TOST (two one-sided sign-flip tests against the margin) with a 90% interval;
+- the I-hat reading it rests on (analysis.claim_columns): the exact form of a head that met its
+  bound against analytic I; the paper's Table 1 reading is reported beside it (or alone, where no
+  head met its bound), estimated but untested and outside the Holm family (no verdict);
 - the smallest p the design can reach, and the verdict (cmisweep.vocabulary.Verdict): undecidable
   at n when even that p would not pass Holm, reproduced / contradicted when the Holm-adjusted p is
   below alpha (by the direction), inconclusive otherwise; not evaluated when a trial of the cells
@@ -20,7 +23,7 @@ import numpy as np
 import pandas as pd
 from statsmodels.stats.multitest import multipletests
 
-from cmisweep.analysis import CLAIMS, DEFAULT_MARGIN, Analysis, FamilyClaim
+from cmisweep.analysis import CLAIMS, DEFAULT_MARGIN, IHAT_READINGS, Analysis, FamilyClaim, claim_columns, reading_name
 from cmisweep.reports import inference as inf
 from cmisweep.reports.pairing import comparisons, missing, pair_values, per_seed
 from cmisweep.reports.trials import evaluated
@@ -28,7 +31,8 @@ from cmisweep.vocabulary import Verdict, label
 
 COLUMNS = ["source", "claim", "comparison", "baseline", "family", "test", "unit", "n_seeds", "n_pairs", "estimate",
            "ci_low", "ci_high", "ci_level", "p", "p_min", "p_holm", "verdict", "sd_seed", "mde", "sesoi",
-           "seeds_needed", "collapsed_ref", "collapsed_base", "estimate_no_collapse", "n_pairs_no_collapse", "units"]
+           "seeds_needed", "collapsed_ref", "collapsed_base", "estimate_no_collapse", "n_pairs_no_collapse", "units",
+           "reading", "in_family"]
 SIGN_FLIP = "exact sign-flip test of the per-seed mean difference"
 TOST = "TOST: two one-sided sign-flip tests against the margin"
 
@@ -47,19 +51,21 @@ def family(trials: pd.DataFrame, analysis: Analysis | None, deferred=()) -> tupl
     return out, "post hoc: no family was declared before the run"
 
 
-def _member(fc: FamilyClaim, variant: str, pairs: pd.DataFrame, how: str, alpha: float) -> dict:
+def _member(fc: FamilyClaim, variant: str, pairs: pd.DataFrame, how: str, alpha: float, column: str,
+            decides: bool) -> dict:
     spec = CLAIMS[fc.claim]
     equivalence = spec.sign == 0
-    values = pair_values(pairs, spec.column, ratio=equivalence)
+    values = pair_values(pairs, column, ratio=equivalence)
     d = per_seed(values)
     n = len(d)
     margin = (fc.margin or DEFAULT_MARGIN) if equivalence else None
     row = {"source": spec.source, "claim": spec.text + (f" (±{margin:.0%})" if equivalence else ""),
            "comparison": variant, "baseline": fc.baseline, "family": how, "test": TOST if equivalence else SIGN_FLIP,
            "unit": "seed", "_key": fc.claim, "_effect": margin if equivalence else fc.sesoi, "n_seeds": n, "n_pairs": len(values), "sesoi": fc.sesoi,
-           "units": "KL(z) ratio - 1 (fraction)" if equivalence else label(spec.column),
+           "units": "KL(z) ratio - 1 (fraction)" if equivalence else label(column), "_decides": decides,
+           "reading": reading_name(column) if column in IHAT_READINGS else "",
            "collapsed_ref": int(values["collapsed_ref"].sum()), "collapsed_base": int(values["collapsed_base"].sum())}
-    if n == 0 or missing(pairs, spec.column):
+    if n == 0 or missing(pairs, column):
         return row | {"verdict": Verdict.NOT_EVALUATED.value, "p": np.nan, "p_min": np.nan}
     est = float(d.mean())
     if equivalence:
@@ -87,24 +93,33 @@ def _holm(p: pd.Series) -> pd.Series:
     return out
 
 
-def judge(trials: pd.DataFrame, analysis: Analysis | None = None, deferred=()) -> pd.DataFrame:
-    """One row per member of the family: CMI variant x (claim, baseline). deferred: columns the
-    sweep left to `cmisweep evaluate` (their claims read "not evaluated" until every cell has them)."""
+def judge(trials: pd.DataFrame, analysis: Analysis | None = None, deferred=(), kind: str = "image") -> pd.DataFrame:
+    """One row per member of the family, CMI variant x (claim, baseline), and beside an I-hat
+    member the paper's Table 1 reading, outside the family (analysis.claim_columns). deferred: columns the
+    sweep left to `cmisweep evaluate` (their claims read "not evaluated" until every cell has them).
+    kind: the modality, which decides the I-hat reading a claim may rest on."""
     alpha = analysis.alpha if analysis else 0.05
     power = analysis.power if analysis else 0.8
     members, how = family(trials, analysis, deferred)
     by_base: dict[str, list] = {}
     for c in comparisons(trials):
         by_base.setdefault(c.baseline, []).append(c)
-    rows = [_member(fc, c.variant, c.pairs, how, alpha) for fc in members for c in by_base.get(fc.baseline, [])]
+    rows = [_member(fc, c.variant, c.pairs, how, alpha, column, decides) for fc in members
+            for c in by_base.get(fc.baseline, []) for column, decides in claim_columns(fc.claim, kind)]
     if not rows:
         return pd.DataFrame(columns=COLUMNS)
     claims = pd.DataFrame(rows)
-    m = len(claims)
-    claims["p_holm"] = _holm(claims["p"])
-    decidable = _holm(claims["p_min"]) < alpha  # the best case: every member at its smallest p
+    tested = claims["_decides"].astype(bool)  # a reading off its ground truth is estimated, not tested
+    m = max(int(tested.sum()), 1)
+    claims["p_holm"] = _holm(claims["p"].where(tested))
+    decidable = _holm(claims["p_min"].where(tested)) < alpha  # the best case: every member at its smallest p
     verdicts, mde, needed = [], [], []
     for i, r in claims.iterrows():
+        if not tested[i]:  # outside the family: no power at its threshold either
+            verdicts.append(r["verdict"] if r.get("verdict") == Verdict.NOT_EVALUATED else Verdict.NO_VERDICT.value)
+            mde.append(np.nan)
+            needed.append(np.nan)
+            continue
         two_sided = "TOST" not in r["test"]
         mde.append(inf.minimum_detectable(r.get("_sd_upper", np.nan), int(r["n_seeds"]), alpha / m, power)
                    if two_sided else np.nan)
@@ -120,6 +135,7 @@ def judge(trials: pd.DataFrame, analysis: Analysis | None = None, deferred=()) -
         else:
             verdicts.append(Verdict.INCONCLUSIVE.value)
     claims["verdict"], claims["mde"], claims["seeds_needed"] = verdicts, mde, needed
+    claims["in_family"] = tested
     for col in COLUMNS:
         if col not in claims:
             claims[col] = np.nan
@@ -128,6 +144,8 @@ def judge(trials: pd.DataFrame, analysis: Analysis | None = None, deferred=()) -
 
 def design_note(claims: pd.DataFrame, alpha: float = 0.05) -> str:
     """What this design can decide: the family's size, its smallest p, Holm's first threshold."""
+    if "in_family" in claims:  # a reading off its ground truth is reported, not tested
+        claims = claims[claims["in_family"].astype(bool)]
     if claims.empty:
         return ""
     m = len(claims)

@@ -17,14 +17,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from cmisweep.analysis import IHAT_READINGS as READINGS, reading_name
 from cmisweep.reports import inference as inf
 from cmisweep.reports.pairing import comparisons
 from cmisweep.reports.trials import evaluated
 from cmisweep.vocabulary import KL
 
-# I-hat's readings: column -> (form, head)
-READINGS = {"final/ihat_paper": ("paper", "model's head"), "final/ihat_exact": ("exact", "model's head"),
-            "final/ihat_mlp_paper": ("paper", "MLP head"), "final/ihat_mlp_exact": ("exact", "MLP head")}
 COLUMNS = ["comparison", "baseline", "reading", "form", "head", "n_seeds", "estimate", "p", "seeds"]
 LEVELS = 5
 
@@ -65,7 +63,7 @@ def at_matched_kl(trials: pd.DataFrame) -> pd.DataFrame:
                 if d is not None:
                     per_seed[int(seed)] = d
             d = np.array(list(per_seed.values()))
-            rows.append({"comparison": c.variant, "baseline": c.baseline, "reading": f"{form} form, {head}",
+            rows.append({"comparison": c.variant, "baseline": c.baseline, "reading": reading_name(column),
                          "form": form, "head": head, "n_seeds": len(d),
                          "estimate": float(d.mean()) if len(d) else np.nan,
                          "p": inf.sign_flip_p(d) if len(d) else np.nan,
@@ -98,18 +96,17 @@ def share_of_information(trials: pd.DataFrame) -> pd.DataFrame:
 
 
 def annotate(claims: pd.DataFrame, matched: pd.DataFrame) -> pd.DataFrame:
-    """The I-hat claims with the reading they rest on (form, head) and whether their direction
-    holds at matched KL(z): in every seed, in none, mixed, or not measured (no KL overlap)."""
+    """The I-hat claims (those with a reading: claims.judge) with whether their direction holds at
+    matched KL(z) in that reading: in every seed, in none, mixed, or not measured (no KL overlap)."""
     from cmisweep.analysis import CLAIMS
 
     out = claims.copy()
-    out["reading"], out["at_matched_kl"] = "", ""
+    out["at_matched_kl"] = ""
     for i, r in out.iterrows():
-        spec = next((s for s in CLAIMS.values() if s.text == r["claim"]), None)
-        if spec is None or spec.column not in READINGS:
+        if not isinstance(r.get("reading"), str) or not r["reading"]:
             continue
-        form, head = READINGS[spec.column]
-        out.loc[i, "reading"] = f"{form} form, {head}"
+        spec = CLAIMS["ihat"]
+        form, head = r["reading"].split(" form, ")
         m = matched[(matched["comparison"] == r["comparison"]) & (matched["baseline"] == r["baseline"])
                     & (matched["form"] == form) & (matched["head"] == head)]
         seeds = [float(x.split(": ")[1]) for x in m["seeds"].iloc[0].split(", ")] if len(m) and m["seeds"].iloc[0] else []
