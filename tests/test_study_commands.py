@@ -77,6 +77,8 @@ def test_a_committed_study_is_evaluated_again_from_its_kept_models(tmp_path):
     before = pd.read_parquet(src / "trials.parquet").set_index("name")
     after = pd.read_parquet(d / "trials.parquet").set_index("name")
     history = pd.read_parquet(d / "evaluations.parquet")
-    assert set(history["name"]) == {name}
+    committed = len(pd.read_parquet(src / "evaluations.parquet")) if (src / "evaluations.parquet").exists() else 0
+    new = history.iloc[committed:]  # the committed study's own evaluations (its I-hat) come first
+    assert set(new["name"]) == {name} and set(new["metric"]) == {"eer"}
     for column in ("final/eer_z", "final/eer_s"):
         assert after.loc[name, column] == pytest.approx(before.loc[name, column], abs=1e-6)
