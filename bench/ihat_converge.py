@@ -12,7 +12,6 @@ whether it settled, and each reading with its critic-seed spread. Needs the mode
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 import time
 from pathlib import Path
@@ -23,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from cmisweep.data import load_dataset  # noqa: E402
+from cmisweep.device import cpu_model  # noqa: E402
 from cmisweep.evaluate_kept import with_settings  # noqa: E402
 from cmisweep.kept_model import load_kept  # noqa: E402
 from cmisweep.metrics.mutual_info import FORMS, ihat_metrics  # noqa: E402
@@ -40,9 +40,7 @@ def main() -> int:
     torch.set_num_threads(1)  # a trial's evaluation task here: one thread, two tasks at a time
     net, kept = load_kept(args.model)
     data = load_dataset(with_settings(kept, []).data, torch.device("cpu"))
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if ln.startswith("model name")), platform.processor())
-    print(f"{Path(args.model).name} on {cpu}, torch {torch.__version__}, 1 thread")
+    print(f"{Path(args.model).name} on {cpu_model()}, torch {torch.__version__}, 1 thread")
     base = None
     for label, sets in RUNS.items():
         cfg = with_settings(kept, sets + args.set)

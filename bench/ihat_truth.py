@@ -13,7 +13,6 @@ and prints each reading's estimate against its target, whether it met the bound 
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 import time
 from pathlib import Path
@@ -27,15 +26,9 @@ sys.path.insert(0, str(ROOT))
 
 from cmisweep.config import EvalConfig  # noqa: E402
 from cmisweep.configio import apply_overrides  # noqa: E402
+from cmisweep.device import cpu_model  # noqa: E402
 from cmisweep.metrics.ihat_truth import LEVELS, World, measure  # noqa: E402
 from cmisweep.vocabulary import modality  # noqa: E402
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "?"
 
 
 def main() -> int:
@@ -61,7 +54,7 @@ def main() -> int:
         rows += out
         print(pd.DataFrame(out).drop(columns=["modality"]).to_string(index=False, float_format="%.3f"), flush=True)
     table = pd.DataFrame(rows)
-    print(f"\n{kind} ({cpu_name()}, torch {torch.__version__}, 1 thread); I-hat: {cfg.ihat.model_dump()}")
+    print(f"\n{kind} ({cpu_model()}, torch {torch.__version__}, 1 thread); I-hat: {cfg.ihat.model_dump()}")
     for column, rows in table.groupby("column"):
         rel = rows["estimate"] / rows["target"]
         print(f"  {column:24s} meets its bound in {int(rows['within'].sum())} of {len(rows)} worlds"
