@@ -60,8 +60,10 @@ def write_reports(sweep_dir: Path, space, trials: pd.DataFrame, epochs: pd.DataF
     tables["ihat_share"] = ihat_kl.share_of_information(trials)
     tables["claims"] = ihat_kl.annotate(tables["claims"], tables["ihat_matched_kl"])
     plots = []
-    if (sweep_dir / "epochs.parquet").exists():
-        tables["kl_curves"] = curves.kl_curves(pd.read_parquet(sweep_dir / "epochs.parquet"), trials)
+    if epochs is None and (sweep_dir / "epochs.parquet").exists():  # a committed sweep: its file
+        epochs = pd.read_parquet(sweep_dir / "epochs.parquet")
+    if epochs is not None and len(epochs):
+        tables["kl_curves"] = curves.kl_curves(epochs, trials)
         p = curves.plot_kl_curves(tables["kl_curves"], out / "kl_curves.png")
         plots += [p] if p is not None else []
     for stem, frame in tables.items():
