@@ -183,3 +183,9 @@ def test_kl_curves_hold_each_trials_epochs_beside_its_point_and_collapse(tmp_pat
     assert bool(c.loc["cmi_g0.5_s0", "collapsed"]) and not bool(c.loc["cmi_g0.5_s1", "collapsed"])
     assert (c["preset"] == "cmi").all() and set(c["seed"]) == {0, 1}
     assert plot_kl_curves(c.reset_index(), tmp_path / "k.png").stat().st_size > 0
+    # A trial the scheduler stopped before evaluation has no collapse verdict (NA), and still draws.
+    stopped = prepare(pd.DataFrame([row("cmi", 0.5, 2, None, None, status="STOPPED")]))
+    early = pd.DataFrame([{"name": "cmi_g0.5_s2", "epoch": 1, "val/kl_z": 0.1}])
+    c2 = kl_curves(early, stopped)
+    assert c2["collapsed"].isna().all()
+    assert plot_kl_curves(c2, tmp_path / "k2.png").stat().st_size > 0

@@ -1,8 +1,8 @@
 """Per-epoch validation KL(z) of every trial (docs/design.md 5.1): how a collapse develops, and when
 a trial that keeps z can still be told from one that does not. kl_curves.csv holds one row per
 trial (its preset, gamma, seed, searched params, whether it ended collapsed) and one column per
-epoch; kl_curves.png draws them on a log scale, collapsed trials dashed, with the collapse
-threshold."""
+epoch; kl_curves.png draws them on a log scale, collapsed trials dashed, trials stopped before
+evaluation (no verdict either way) dotted, with the collapse threshold."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -40,15 +40,16 @@ def plot_kl_curves(curves: pd.DataFrame, path: Path) -> Path | None:
     fig, ax = plt.subplots(figsize=(5.5, 4))
     seen = set()
     for _, r in curves.iterrows():
-        lost = bool(r.get("collapsed", False))
+        lost = r.get("collapsed", pd.NA)
+        style = ":" if pd.isna(lost) else "--" if lost else "-"
         label = None if r["preset"] in seen else r["preset"]
         seen.add(r["preset"])
         ax.plot(x, r[epochs].astype(float).clip(lower=1e-4), color=COLORS.get(r["preset"]), lw=1,
-                ls="--" if lost else "-", alpha=0.8, label=label)
-    ax.axhline(COLLAPSE_KL, color="0.5", lw=0.8, ls=":", label=f"collapse ({COLLAPSE_KL:g} nats)")
+                ls=style, alpha=0.8, label=label)
+    ax.axhline(COLLAPSE_KL, color="0.5", lw=0.8, ls="-.", label=f"collapse ({COLLAPSE_KL:g} nats)")
     ax.set(yscale="log", xlabel="epoch", ylabel="validation KL(z) [nats]", xticks=x)
     ax.legend(fontsize=7)
-    ax.set_title("KL(z) per epoch, one line per trial (dashed: collapsed at the end)", fontsize=8)
+    ax.set_title("KL(z) per epoch, one line per trial (dashed: collapsed, dotted: not evaluated)", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
