@@ -30,6 +30,7 @@ from cmisweep.config import TrainConfig  # noqa: E402
 from cmisweep.models.critics import build_critics  # noqa: E402
 from cmisweep.models.pixelcnn import PixelCNNVAE  # noqa: E402
 from cmisweep.training import Trainer  # noqa: E402
+from cmisweep.regularizer_api import PaperJ
 
 CONFIGS = {"paper": (13, 64), "13x32": (13, 32), "reduced": (6, 32)}
 VARIANTS = {  # name: (cropped kernels, precision, memory format)
@@ -46,7 +47,7 @@ def trainer(layers, maps, variant, reg, x, val, seed=0, lr=1e-3, decoder="plain"
     model = PixelCNNVAE(layers=layers, maps=maps, cropped=cropped, decoder=decoder)
     critics = build_critics(model.z_dim, model.critic_spec, reg.uses_m, reg.uses_c)
     cfg = TrainConfig(epochs=1, batch_size=50, lr=lr, precision=precision, memory_format=fmt)
-    return Trainer(model, reg, critics, x, val, cfg, critic_lr=10 * lr, seed=seed)
+    return Trainer(model, PaperJ(reg, critics), x, val, cfg, critic_lr=10 * lr, seed=seed)
 
 
 def step_time(layers, maps, variant, reg, steps, decoder="plain") -> float:

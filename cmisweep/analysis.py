@@ -18,7 +18,6 @@ from typing import Annotated, Literal, NamedTuple
 from pydantic import Field, model_validator
 
 from cmisweep.config import Strict
-from cmisweep.regularizer import Preset
 from cmisweep.vocabulary import KL, modality
 
 
@@ -78,7 +77,7 @@ DEFAULT_MARGIN = 0.10  # Table 5's "within a few percent": 10% either way
 
 class FamilyClaim(Strict):
     claim: ClaimName
-    baseline: Preset
+    baseline: str  # beta or advmi, or a plug-in preset with a gamma axis
     # the smallest effect of interest, in the report's units (percent for EER): what the seeds are
     # sized for. Omitted: the report gives the minimum detectable effect only.
     sesoi: Annotated[float, Field(gt=0)] | None = None
@@ -116,10 +115,14 @@ def kl_cap(analysis: Analysis | None, dataset: str) -> float:
     return DEFAULT_KL_CAP[modality(dataset)]
 
 
-def check_family(analysis: Analysis, presets: list[str], dataset: str) -> None:
-    """A declared claim needs CMI and its baseline in the sweep, and a metric its data can give."""
+def check_family(analysis: Analysis, presets: list[str], dataset: str, unpaired: list[str] = ()) -> None:
+    """A declared claim needs CMI and its baseline in the sweep, a baseline that pairs with CMI at
+    equal gamma (not an `unpaired` plug-in: one without a gamma axis), and a metric its data can give."""
     kind = modality(dataset)
     for i, c in enumerate(analysis.family):
+        if c.baseline in unpaired:
+            raise ValueError(f"family[{i}]: baseline {c.baseline} is a plug-in without a gamma axis (gamma_param), "
+                             "so it has no CMI trial to pair with; it is compared on fronts, hypervolume and matched KL(z)")
         if "cmi" not in presets or c.baseline not in presets:
             raise ValueError(f"family[{i}]: claim {c.claim} compares cmi with {c.baseline}; search.presets must "
                              f"include both (got {', '.join(presets)})")

@@ -6,9 +6,9 @@ one as its fixed settings and overrides keys per trial.
 from __future__ import annotations
 
 from functools import cached_property
-from typing import Annotated, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from cmisweep import migrate
 from cmisweep import regularizer as R
@@ -94,9 +94,15 @@ MODALITY = {"pixelcnn_vae": "image", "dsae": "speech"}
 class RegularizerConfig(Strict):
     """The regularizer as data: a preset and the paper's knob (the gamma of its Fig. 3 and tables),
     from which J's weights w_z, w_m, w_c follow (docs/design.md section 1). `objective` is that
-    resolution, built once per config."""
+    resolution, built once per config.
 
-    preset: R.Preset = "vanilla"
+    Or a plug-in (docs/design.md section 8): `plugin` names it (cmisweep.plugins), `params` are its
+    parameters, validated by its own pydantic model; the knob fills its gamma axis if it declares
+    one. `preset` is then its name in reports and MLflow (default: the plug-in's own)."""
+
+    preset: str = "vanilla"
+    plugin: str | None = None  # 'module:Class', 'path/file.py:Class' or an entry point's name
+    params: dict[str, Any] = {}  # the plug-in's parameters
     knob: Annotated[float, Field(ge=0)] = 0.0  # the paper's gamma axis: J's alpha for beta/advmi
     alpha: Annotated[float, Field(ge=0)] | None = None  # cmi only: J's alpha (w_z = 1 - alpha) apart from the knob
     m_term: R.MTerm = "auto"
@@ -117,12 +123,60 @@ class RegularizerConfig(Strict):
         message = migrate.refusal("regularizer", data) if isinstance(data, dict) else None
         if message:
             raise ValueError(message)
+        if isinstance(data, dict) and data.get("plugin") and "preset" not in data:
+            from cmisweep import plugins
+
+            try:  # a plug-in is named in reports by its own name unless the config names it
+                data = {**data, "preset": getattr(plugins.load(data["plugin"], "regularizer"), "name", "plugin")}
+            except plugins.PluginError:
+                pass  # refused with its reason in _check
         return data
 
     @model_validator(mode="after")
     def _check(self):
-        self.objective  # built here once: raises ValueError with the reason
+        if self.plugin is None:
+            if self.preset not in R.PRESETS:
+                raise ValueError(f"unknown preset {self.preset!r}; expected one of {', '.join(R.PRESETS)}, "
+                                 "or a plug-in (regularizer.plugin)")
+            if self.params:
+                raise ValueError("params are a plug-in's parameters; the paper's presets take knob and alpha")
+            self.objective  # built here once: raises ValueError with the reason
+            return self
+        if self.preset in R.PRESETS:
+            self.plugin_class  # a reference that does not resolve says so first
+            raise ValueError(f"preset {self.preset!r} is a built-in; a plug-in needs a name of its own")
+        if self.alpha is not None:
+            raise ValueError("alpha is the paper's cmi only; a plug-in's parameters go under params")
+        try:
+            self.plugin_class.Params.model_validate(self.plugin_params)
+        except ValidationError as e:  # the first problem, on one line, under the key the user wrote
+            err = e.errors()[0]
+            where = ".".join(str(x) for x in err["loc"])
+            raise ValueError(f"params.{where}: {err['msg']} (plug-in {self.plugin_class.name}, "
+                             f"got {err.get('input')!r})") from None
         return self
+
+    @cached_property
+    def plugin_class(self):
+        """The plug-in's class, loaded and checked (a PluginError, one line, if not)."""
+        from cmisweep import plugins
+        from cmisweep.regularizer_api import Plugin
+
+        cls = plugins.load(self.plugin, "regularizer")
+        if not (isinstance(cls, type) and issubclass(cls, Plugin)):
+            raise plugins.PluginError(f"regularizer plug-in {self.plugin!r} is not a subclass of "
+                                      "cmisweep.regularizer_api.Plugin")
+        return cls
+
+    @property
+    def plugin_params(self) -> dict:
+        """The plug-in's parameters with the knob on its gamma axis (if it has one)."""
+        axis = self.plugin_class.gamma_param
+        if axis is None:
+            return dict(self.params)
+        if axis in self.params:
+            raise ValueError(f"params.{axis} is the plug-in's gamma axis: set it with the knob (search.gamma)")
+        return {**self.params, axis: self.knob}
 
     @cached_property
     def objective(self) -> R.Regularizer:
@@ -277,9 +331,9 @@ class TrialConfig(Strict):
     def critic_lr(self) -> float:
         return self.regularizer.critic_lr or 10.0 * self.train.lr
 
-    @property
-    def critic_training(self) -> dict:
-        """The Trainer's keyword arguments for how it trains the critics."""
+    def critic_training(self, aux_lr: float | None = None) -> dict:
+        """The Trainer's keyword arguments for how it trains the regularizer's networks (the
+        critics): regularizer.critic_lr, else the regularizer's own aux_lr, else 10x the VAE lr."""
         r = self.regularizer
-        return dict(critic_lr=self.critic_lr, critic_precision=r.critic_precision, critic_z=r.critic_z,
-                    critic_bn=r.critic_bn)
+        lr = r.critic_lr or aux_lr or self.critic_lr
+        return dict(critic_lr=lr, critic_precision=r.critic_precision, critic_z=r.critic_z, critic_bn=r.critic_bn)

@@ -1,8 +1,9 @@
-"""The trainer: any model of the SequentialVAE protocol under any Regularizer.
+"""The trainer: any model of the SequentialVAE protocol under any regularizer of the interface in
+cmisweep.regularizer_api (the paper's methods or a plug-in); it never asks which it has.
 
-Each step: one Adam step of the VAE on -J (cmisweep.regularizer.objective), then `critic_steps`
-Adam steps of the critics with Eq. 12 (cmisweep.critic_training) on the same batch's (detached)
-encodings, each with fresh negatives (the paper alternates 2 critic steps per VAE step, critic lr 10x the VAE lr).
+Each step: one Adam step of the VAE on the regularizer's loss (-J), then its `aux_steps` Adam
+steps of its networks (the paper's critics: 2 steps of Eq. 12 per VAE step, lr 10x the VAE's) on
+the same batch's (detached) encodings or a fresh draw.
 After every epoch: the validation pass, the best epoch by validation score kept (the paper reports
 test values there), and an optional checkpoint that holds everything needed to continue exactly as
 an uninterrupted run would: model, critics, optimizers, RNG states, epoch, history, best state.
@@ -20,6 +21,7 @@ import torch.nn as nn
 
 from cmisweep import critic_training
 from cmisweep import regularizer as R
+from cmisweep.regularizer_api import Plugin, Step, elbo_loss  # noqa: F401 - elbo_loss re-exported for plug-ins
 from cmisweep.files import atomic_write
 from cmisweep.config import TrainConfig
 from cmisweep.device import auto_precision, autocast
@@ -51,8 +53,7 @@ class Trainer:
     def __init__(
         self,
         model: nn.Module,
-        reg: R.Regularizer,
-        critics: nn.ModuleDict,
+        reg: Plugin,
         train_x: torch.Tensor,
         val_x: torch.Tensor,
         cfg: TrainConfig,
@@ -65,6 +66,7 @@ class Trainer:
         device: torch.device | str = "cpu",
     ):
         self.device = torch.device(device)
+        critics = reg.networks()  # the regularizer's own networks (the paper's critics D_m, D_c)
         self.model, self.critics, self.reg, self.cfg = model.to(self.device), critics.to(self.device), reg, cfg
         self.precision = resolve_precision(cfg.precision, model, self.device)
         self.critic_precision = self.precision if critic_precision == "same" else critic_precision
@@ -79,6 +81,7 @@ class Trainer:
         self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
         self.critic_opt = torch.optim.Adam(self.critics.parameters(), lr=critic_lr) if len(self.critics) else None
         self.epoch = 0
+        self.steps_done = 0
         self.history: list[dict] = []
         self.best: dict | None = None
 
@@ -98,10 +101,10 @@ class Trainer:
         sums: dict[str, torch.Tensor] = {}
         pending: list[torch.Tensor] = []  # per-step losses not yet checked for finiteness
         for step in range(1, n_steps + 1):
-            parts, closs = self.train_step(self._layout(self.train_x[perm[(step - 1) * bs: step * bs]]))
-            pending.append(parts.loss.detach().reshape(1) if closs is None else torch.stack([parts.loss.detach(), closs]))
-            for k, v in (("loss", parts.loss), ("recon", parts.recon), ("kl_z", parts.kl_z), ("kl_s", parts.kl_s),
-                         ("m_hat", parts.m_hat), ("c_hat", parts.c_hat), ("critic_loss", closs)):
+            terms, closs = self.train_step(self._layout(self.train_x[perm[(step - 1) * bs: step * bs]]))
+            loss = terms["loss"]
+            pending.append(loss.detach().reshape(1) if closs is None else torch.stack([loss.detach(), closs]))
+            for k, v in [*terms.items(), ("critic_loss", closs)]:
                 if v is not None:
                     sums[k] = sums.get(k, 0.0) + v.detach().float()
             if step % self.cfg.check_every == 0 or step == n_steps:
@@ -112,15 +115,17 @@ class Trainer:
     def _layout(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.dim() == 4 else x
 
-    def train_step(self, x: torch.Tensor) -> tuple[R.ObjectiveParts, torch.Tensor | None]:
-        parts, z, s = self.vae_step(x)
+    def train_step(self, x: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+        """One VAE step and the regularizer's network steps: (the step's logged terms, loss first;
+        the last network step's loss or None)."""
+        terms, z, s = self.vae_step(x)
         closs = None
         if self.critic_opt is not None:
-            for _ in range(self.reg.critic_steps):
+            for _ in range(self.reg.aux_steps):
                 if self.critic_z == "resample":
                     z, s = self.resample(x)
-                closs = self.critic_step(z, s)
-        return parts, closs
+                closs = self.critic_step(z, s, x)
+        return terms, closs
 
     @torch.no_grad()
     def resample(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -130,40 +135,50 @@ class Trainer:
             z = self.model.encode(x).sample()
             return z, self.model.local_features(x, z)
 
-    def _critic_read(self, z: torch.Tensor, s: torch.Tensor):
-        """The critics' logits inside the VAE step, in the critics' precision and BatchNorm mode."""
-        z, s = self._critic_inputs(z, s)
+    @contextlib.contextmanager
+    def _critic_reading(self):
+        """How the VAE step reads the critics: in their precision and BatchNorm mode."""
         with autocast(self.device, self.critic_precision), _batchnorm_mode(self.critics, self.critic_bn):
-            return R.critic_logits(self.critics, z, s)
+            yield
 
-    def vae_step(self, x: torch.Tensor) -> tuple[R.ObjectiveParts, torch.Tensor, torch.Tensor]:
-        """One Adam step of the VAE on -J; returns the terms and the batch's detached (z, s).
+    def _cast(self, t: torch.Tensor) -> torch.Tensor:
+        """fp32 critics take fp32 inputs: the VAE's bf16 s is cast (autocast is off for them)."""
+        return t.float() if self.critic_precision == "fp32" else t
+
+    def _objective(self, x: torch.Tensor, terms, step: int, reading=None) -> dict[str, torch.Tensor]:
+        """The regularizer's loss on one batch and the terms to log: loss, the ELBO's, its own."""
+        view = Step(x, terms, step, self.critics) if reading is None else \
+            Step(x, terms, step, self.critics, reading, self._cast)
+        loss, own = self.reg.loss(view)
+        return {"loss": loss, "recon": terms.recon.float().mean(), "kl_z": terms.kl_z.float().mean(),
+                "kl_s": terms.kl_s.float().mean(), **own}
+
+    def vae_step(self, x: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+        """One Adam step of the VAE on the regularizer's loss; returns the logged terms and the
+        batch's detached (z, s).
 
         The critics only read here: no gradient to their weights. By default (critic_bn: frozen)
         their BatchNorm layers normalize with the batch's statistics (the function Eq. 12 trains)
         without folding this batch into the running statistics, which the critic steps alone update."""
         self.critics.requires_grad_(False)
         try:
+            self.steps_done += 1
             with autocast(self.device, self.precision):
                 terms = self.model.elbo_terms(x)
-                m_logits, c_logits = self._critic_read(terms.z, terms.s)
-                parts = R.objective(self.reg, terms.recon, terms.kl_z, terms.kl_s, m_logits, c_logits)
+                logged = self._objective(x, terms, self.steps_done, self._critic_reading)
             self.opt.zero_grad(set_to_none=True)
-            parts.loss.backward()
+            logged["loss"].backward()
             self.opt.step()
         finally:
             self.critics.requires_grad_(True)
-        return parts, terms.z.detach(), terms.s.detach()
+        return logged, terms.z.detach(), terms.s.detach()
 
-    def _critic_inputs(self, z: torch.Tensor, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """fp32 critics take fp32 inputs: the VAE's bf16 s is cast (autocast is off for them)."""
-        return (z.float(), s.float()) if self.critic_precision == "fp32" else (z, s)
-
-    def critic_step(self, z: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-        """One Adam step of the critics with Eq. 12 on encodings (z, s), fresh negatives."""
-        z, s = self._critic_inputs(z, s)
+    def critic_step(self, z: torch.Tensor, s: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
+        """One Adam step of the regularizer's networks on its aux_loss at encodings (z, s) of x
+        (the paper's critics: Eq. 12 with fresh negatives)."""
+        z, s = self._cast(z), self._cast(s)
         with autocast(self.device, self.critic_precision):
-            closs = critic_training.batch_loss(self.critics, z, s, self.reg.c_form)
+            closs = self.reg.aux_loss(self.critics, z, s, x)
         return critic_training.step(self.critic_opt, closs)
 
     def _check_finite(self, pending: list[torch.Tensor], epoch: int, first_step: int) -> None:
@@ -196,14 +211,13 @@ class Trainer:
         z_means: list[torch.Tensor] = []  # the pass's own q(z|x) means: no second encoding
         for xb in batches(x, self.cfg.eval_batch_size):
             with autocast(self.device, precision or self.precision):
-                terms = self.model.elbo_terms(self._layout(xb))
-                m_logits, c_logits = R.critic_logits(self.critics, terms.z, terms.s)
-                parts = R.objective(self.reg, terms.recon, terms.kl_z, terms.kl_s, m_logits, c_logits)
+                xb = self._layout(xb)
+                terms = self.model.elbo_terms(xb)
+                logged = self._objective(xb, terms, 0)
             z_means.append(terms.z_mean)
-            for k in ("recon", "kl_z", "kl_s", "m_hat", "c_hat", "loss"):
-                v = getattr(parts, k)
-                if v is not None:
-                    sums[k] = sums.get(k, 0.0) + float(v) * len(xb)
+            logged["loss"] = logged.pop("loss")  # last, as J is derived from it below
+            for k, v in logged.items():
+                sums[k] = sums.get(k, 0.0) + float(v) * len(xb)
         out = {k: v / len(x) for k, v in sums.items()}
         out["objective"] = -out.pop("loss")
         out["elbo"] = -(out["recon"] + out["kl_z"] + out["kl_s"])
@@ -255,6 +269,7 @@ class Trainer:
         return {
             "format": CHECKPOINT_FORMAT, "epoch": self.epoch, "history": self.history, "best": self.best,
             "model": self.model.state_dict(), "critics": self.critics.state_dict(),
+            "regularizer": self.reg.state_dict(), "steps_done": self.steps_done,
             "opt": self.opt.state_dict(),
             "critic_opt": self.critic_opt.state_dict() if self.critic_opt is not None else None,
             "rng": rng,
@@ -272,6 +287,8 @@ class Trainer:
         self.data_rng.set_state(state["rng"]["data"])
         if "cuda" in state["rng"] and self.device.type == "cuda":
             torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
+        self.reg.load_state_dict(state.get("regularizer", {}))
+        self.steps_done = state.get("steps_done", state["epoch"] * self.steps_per_epoch)
         self.epoch, self.history, self.best = state["epoch"], list(state["history"]), state["best"]
 
     def save(self, path: str | Path) -> None:

@@ -19,11 +19,11 @@ import yaml
 from cmisweep.config import TrialConfig, selected, switched_on
 from cmisweep.data import load_dataset
 from cmisweep.models import build_model
-from cmisweep.models.critics import build_critics
 from cmisweep.kept_model import round_to_kept
 from cmisweep.saved import save_model
 from cmisweep.device import resolve_device
 from cmisweep.vocabulary import EVAL_METRICS, eval_metrics
+from cmisweep.regularizer_api import build_regularizer
 from cmisweep.training import Trainer
 
 
@@ -42,12 +42,10 @@ def build_trainer(cfg: TrialConfig, data=None) -> tuple[Trainer, object]:
     data = data if data is not None else load_dataset(cfg.data, device)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, tuple(data.train_x.shape[1:]))
-    reg = cfg.regularizer.objective
-    critics = build_critics(model.z_dim, model.critic_spec, reg.uses_m, reg.uses_c,
-                            cfg.regularizer.critic_head, cfg.regularizer.critic_width)
+    reg = build_regularizer(cfg.regularizer, model)
     order = cfg.seed if cfg.train.order_seed is None else cfg.train.order_seed
-    trainer = Trainer(model, reg, critics, data.train_x, data.val_x, cfg.train,
-                      **cfg.critic_training, seed=order, device=device)
+    trainer = Trainer(model, reg, data.train_x, data.val_x, cfg.train, **cfg.critic_training(reg.aux_lr),
+                      seed=order, device=device)
     return trainer, data
 
 
@@ -65,6 +63,9 @@ def flat_params(cfg: TrialConfig) -> dict:
             out[prefix] = value
 
     walk("", cfg.model_dump())
+    if cfg.regularizer.plugin is not None:  # a plug-in's resolved parameters (its gamma axis filled in)
+        out.update({f"objective.{k}": v for k, v in cfg.regularizer.plugin_params.items()})
+        return out
     reg = cfg.regularizer.objective
     # rounded for the eye: 1 - 0.7 is 0.30000000000000004 in floats, the weight a user set is 0.3
     out.update({"objective.w_z": round(reg.w_z, 12), "objective.w_m": round(reg.w_m, 12), "objective.w_c": reg.w_c,

@@ -12,6 +12,7 @@ from cmisweep.models.dsae import DSAE
 from cmisweep.models.pixelcnn import PixelCNNVAE
 from cmisweep.device import auto_precision
 from cmisweep.training import Trainer
+from cmisweep.regularizer_api import PaperJ
 from helpers import synthetic_images, tiny_trial
 
 
@@ -61,7 +62,7 @@ def test_validation_counts_active_units_from_the_models_posterior_means(kind):
     _collapse(head, z_dim, keep=4)
     reg = R.preset("cmi", 0.3)
     critics = build_critics(z_dim, model.critic_spec, reg.uses_m, reg.uses_c, width=16)
-    t = Trainer(model, reg, critics, x, x, TrainConfig(epochs=1, batch_size=40, eval_batch_size=50, precision="fp32"),
+    t = Trainer(model, PaperJ(reg, critics), x, x, TrainConfig(epochs=1, batch_size=40, eval_batch_size=50, precision="fp32"),
                 critic_lr=1e-2)
     with torch.no_grad():
         mean = model.eval().encode(x).mean

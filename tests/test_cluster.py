@@ -24,8 +24,8 @@ pytestmark = pytest.mark.slow
 ADDRESS_FILE = Path("/tmp/ray/ray_current_cluster")  # where ray.init() looks for "the" cluster
 
 
-def _one_trial(tmp_path, name):
-    space = tiny_space(name, search={"presets": ["beta"], "gamma": [0.0], "seeds": [0]},
+def _one_trial(tmp_path, name, search=None):
+    space = tiny_space(name, search=search or {"presets": ["beta"], "gamma": [0.0], "seeds": [0]},
                        trial={**tiny_space()["trial"], "evaluation": {"enabled": False}})
     p = tmp_path / f"{name}.yaml"
     p.write_text(yaml.safe_dump(space))
@@ -64,12 +64,17 @@ def test_runs_beside_and_on_a_ray_start_cluster(tmp_path):
         assert beside.returncode == 0, beside.stderr[-3000:]
         assert "object_store_memory" not in beside.stderr
         assert _jobs(port) == 1  # only our probe's own: the run beside did not join the cluster
-        on = cli("run", _one_trial(tmp_path, "on"), "--results", tmp_path / "results", "--address",
-                 f"127.0.0.1:{port}", cwd=tmp_path, env=env)
+        # on the cluster, a plug-in regularizer by an import path the driver alone has on its path:
+        # its module reaches the workers through runtime_env py_modules
+        plugin = {"presets": ["club"], "gamma": [0.3], "seeds": [0], "plugins": {"club": "club:Club"}}
+        examples = str(Path(__file__).resolve().parents[1] / "examples")
+        on = cli("run", _one_trial(tmp_path, "on", plugin), "--results", tmp_path / "results", "--address",
+                 f"127.0.0.1:{port}", cwd=tmp_path,
+                 env={**env, "PYTHONPATH": os.pathsep.join([examples, os.environ.get("PYTHONPATH", "")])})
         assert on.returncode == 0, on.stderr[-3000:]
-        for name in ("beside", "on"):
+        for name, preset in (("beside", "vanilla"), ("on", "club")):
             trials = pd.read_parquet(tmp_path / "results" / name / "trials.parquet")
-            assert list(trials["status"]) == ["FINISHED"], name
+            assert list(trials["status"]) == ["FINISHED"] and list(trials["preset"]) == [preset], name
         assert _jobs(port) == 3  # the two probes and the second run's driver: it ran on the cluster
     finally:
         os.killpg(head.pid, signal.SIGTERM)

@@ -11,6 +11,7 @@ from cmisweep.config import TrainConfig
 from cmisweep.models.critics import build_critics
 from cmisweep.models.pixelcnn import PixelCNNVAE
 from cmisweep.training import Trainer
+from cmisweep.regularizer_api import PaperJ
 from helpers import synthetic_images
 
 ALPHA, GAMMA, SEED = 0.3, 0.3, 7
@@ -27,7 +28,7 @@ def build(seed=0):
 def trainer(model, critics, x, reg, **train):
     cfg = TrainConfig(batch_size=32, lr=1e-3, precision="fp32", memory_format="contiguous", **train)
     # copies: every trainer starts from the same VAE and the same critic weights
-    return Trainer(copy.deepcopy(model), reg, copy.deepcopy(critics), x, x, cfg, critic_lr=1e-2)
+    return Trainer(copy.deepcopy(model), PaperJ(reg, copy.deepcopy(critics)), x, x, cfg, critic_lr=1e-2)
 
 
 def vae_grads(t, x):

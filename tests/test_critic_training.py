@@ -12,6 +12,7 @@ from cmisweep.config import TrainConfig, TrialConfig
 from cmisweep.models.critics import build_critics
 from cmisweep.models.pixelcnn import PixelCNNVAE
 from cmisweep.training import Trainer
+from cmisweep.regularizer_api import PaperJ
 from helpers import synthetic_images
 
 
@@ -25,7 +26,7 @@ def build(decoder="plain"):
 
 def trainer(model, critics, x, precision="fp32", **critic):
     cfg = TrainConfig(batch_size=32, lr=1e-3, precision=precision, memory_format="contiguous")
-    t = Trainer(copy.deepcopy(model), R.preset("cmi", 0.3), copy.deepcopy(critics), x, x, cfg,
+    t = Trainer(copy.deepcopy(model), PaperJ(R.preset("cmi", 0.3), copy.deepcopy(critics)), x, x, cfg,
                 critic_lr=1e-2, seed=3, **critic)
     t.model.train()
     t.critics.train()  # as during an epoch
@@ -76,7 +77,7 @@ def test_critic_bn_sets_the_critics_batchnorm_in_the_vae_step(mode, folds, train
 def spy_critic_inputs(t):
     seen = []
     original = t.critic_step
-    t.critic_step = lambda z, s: (seen.append((z.clone(), s.clone())), original(z, s))[1]
+    t.critic_step = lambda z, s, x=None: (seen.append((z.clone(), s.clone())), original(z, s, x))[1]
     return seen
 
 
@@ -89,7 +90,7 @@ def test_critic_z_reuses_the_vae_steps_encodings_or_draws_fresh_ones(mode):
     _, z, s = Trainer.vae_step(copy.deepcopy(t), x)  # the VAE step's own (z, s), same noise
     torch.manual_seed(5)
     t.train_step(x)
-    assert len(seen) == t.reg.critic_steps == 2
+    assert len(seen) == t.reg.aux_steps == 2
     if mode == "reuse":
         assert all(torch.equal(cz, z) and torch.equal(cs, s) for cz, cs in seen)
     else:  # a fresh z for every critic step, from the encoder as the VAE step left it
@@ -119,7 +120,7 @@ def test_critic_precision_runs_the_critics_apart_from_the_vae(critic_precision, 
     first_conv.register_forward_hook(lambda m, i, o: critic_dtypes.append(o.dtype))
     t.model.encoder.net.register_forward_hook(lambda m, i, o: vae_dtypes.append(o.dtype))
     t.train_step(x)
-    assert len(critic_dtypes) == 1 + t.reg.critic_steps  # the VAE step's read and each critic step
+    assert len(critic_dtypes) == 1 + t.reg.aux_steps  # the VAE step's read and each critic step
     assert set(critic_dtypes) == {expected}
     assert set(vae_dtypes) == {torch.bfloat16}  # the VAE stays in its own precision
 
@@ -134,8 +135,7 @@ def test_the_training_critics_learn_a_known_dependence(c_form):
     model, _, x = build()
     critics = build_critics(4, model.critic_spec, uses_m=True, uses_c=True, width=32)
     cfg = TrainConfig(batch_size=64, lr=1e-3, precision="fp32", memory_format="contiguous")
-    t = Trainer(model, R.preset("cmi", 0.3, c_form=c_form),
-                critics, x, x, cfg, critic_lr=3e-3, seed=0)
+    t = Trainer(model, PaperJ(R.preset("cmi", 0.3, c_form=c_form), critics), x, x, cfg, critic_lr=3e-3, seed=0)
     g = torch.Generator().manual_seed(0)
 
     def encodings(n: int):

@@ -13,6 +13,7 @@ from cmisweep.models.critics import build_critics
 from cmisweep.models.dsae import DSAE
 from cmisweep.models.protocol import SequentialVAE
 from cmisweep.training import Trainer
+from cmisweep.regularizer_api import PaperJ
 
 
 def small(**kw):
@@ -59,7 +60,7 @@ def test_decoder_variance_is_learned_and_training_improves_the_elbo():
     critics = build_critics(6, m.critic_spec, reg.uses_m, reg.uses_c, width=16)
     g = torch.Generator().manual_seed(0)
     x = torch.randn(400, 8, 12, generator=g) * 0.3 + torch.randn(400, 1, 12, generator=g)  # a global offset per sequence
-    tr = Trainer(m, reg, critics, x, x[:100], TrainConfig(epochs=6, batch_size=40, lr=1e-2), critic_lr=1e-2)
+    tr = Trainer(m, PaperJ(reg, critics), x, x[:100], TrainConfig(epochs=6, batch_size=40, lr=1e-2), critic_lr=1e-2)
     before = tr.validate()["elbo"]
     tr.fit(6)
     after = tr.validate()

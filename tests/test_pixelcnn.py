@@ -181,12 +181,13 @@ def test_he2019_fast_path_trains_batchnorm():
     from cmisweep.config import TrainConfig
     from cmisweep.models.critics import build_critics
     from cmisweep.training import Trainer
+    from cmisweep.regularizer_api import PaperJ
 
     m = small(decoder="he2019", layers=6)
     reg = R.preset("cmi", 0.3)
     x = (torch.rand(100, 1, 28, 28) < 0.3).to(torch.uint8)
     cfg = TrainConfig(epochs=1, batch_size=25, lr=1e-3, precision="bf16")
-    t = Trainer(m, reg, build_critics(4, m.critic_spec, reg.uses_m, reg.uses_c, width=16), x, x[:50], cfg,
+    t = Trainer(m, PaperJ(reg, build_critics(4, m.critic_spec, reg.uses_m, reg.uses_c, width=16)), x, x[:50], cfg,
                 critic_lr=1e-2)
     assert t.precision == "bf16" and t.channels_last
     bn = m.he2019.blocks[3].bn2

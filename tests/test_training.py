@@ -7,6 +7,7 @@ from cmisweep.errors import TrainingDiverged
 from cmisweep.models.critics import build_critics
 from cmisweep.models.pixelcnn import PixelCNNVAE
 from cmisweep.training import Trainer
+from cmisweep.regularizer_api import PaperJ
 from helpers import synthetic_images
 
 
@@ -17,7 +18,7 @@ def make(reg=None, seed=0, train_x=None, decoder="plain", **train):
     critics = build_critics(4, model.critic_spec, reg.uses_m, reg.uses_c, width=16)
     x, _ = synthetic_images(200, seed=1)
     cfg = TrainConfig(**{"epochs": 3, "batch_size": 25, "lr": 1e-3, "steps_per_epoch": 4, **train})
-    return Trainer(model, reg, critics, x if train_x is None else train_x, x[:50], cfg, critic_lr=1e-2, seed=seed)
+    return Trainer(model, PaperJ(reg, critics), x if train_x is None else train_x, x[:50], cfg, critic_lr=1e-2, seed=seed)
 
 
 def params(t):

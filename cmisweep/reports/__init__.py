@@ -81,8 +81,20 @@ def write_reports(sweep_dir: Path, space, trials: pd.DataFrame, epochs: pd.DataF
             plots.append(p)
     atomic_write_text(out / "report.md", markdown(space.name, trials, front, tables, plots, points,
                                                   alpha=space.analysis.alpha, history=(sweep_dir / "epochs.parquet").exists(),
-                                                  models=evaluations.models(sweep_dir, trials)))
+                                                  models=evaluations.models(sweep_dir, trials),
+                                                  unpaired=unpaired_plugins(space)))
     return trials
+
+
+def unpaired_plugins(space) -> dict[str, str]:
+    """The space's plug-in presets that no claim pairs with CMI, and why (docs/design.md section 8)."""
+    from cmisweep.regularizer import PRESETS
+
+    declared = {c.baseline for c in space.analysis.family}
+    return {p: ("it declares no gamma axis (gamma_param), so no CMI trial shares its gamma"
+                if space.search.gamma_axis(p) is None else
+                "not a baseline of the declared family (analysis.family); declare it to pair it at equal gamma")
+            for p in space.search.presets if p not in PRESETS and p not in declared}
 
 
 def headline(name: str, trials: pd.DataFrame, claims: pd.DataFrame | None, plot_url: str | None) -> str:

@@ -44,7 +44,8 @@ def family(trials: pd.DataFrame, analysis: Analysis | None, deferred=()) -> tupl
     if analysis is not None and analysis.family:
         return list(analysis.family), "post hoc" if analysis.post_hoc else "declared"
     t = evaluated(trials)
-    baselines = sorted(set(t["preset"]) - {"cmi", "vanilla"}) if len(t) else []
+    # the paper's baselines: a plug-in is a baseline only where the family declares it
+    baselines = sorted(set(t["preset"]) & {"beta", "advmi"}) if len(t) else []
     out = [FamilyClaim(claim=name, baseline=b) for name, spec in CLAIMS.items() for b in baselines
            if (spec.column in deferred or spec.column in t and t[spec.column].notna().any())
            and (spec.sign != 0 or b == "beta")]

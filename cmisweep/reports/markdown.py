@@ -58,6 +58,15 @@ def claims_section(tables: dict, alpha: float) -> list[str]:
             _md(claims[[c for c in CLAIM_VIEW if c in claims]], ".3g"), ""]
 
 
+def unpaired_section(unpaired: dict[str, str]) -> list[str]:
+    """Plug-in regularizers that no claim pairs with CMI, each with the reason."""
+    if not unpaired:
+        return []
+    return ["## Plug-in regularizers outside the paired claims", "",
+            "Compared with CMI on the fronts, the hypervolume and matched KL(z) below, not trial by trial:", ""] + \
+        [f"- {name}: {why}" for name, why in unpaired.items()] + [""]
+
+
 def tables_section(trials: pd.DataFrame) -> list[str]:
     lines = []
     for col, lab in TABLE_METRICS.items():
@@ -184,12 +193,13 @@ def evaluation_section(tables: dict, models: tuple[int, list[str]] | None, trial
 
 def markdown(name: str, trials: pd.DataFrame, front: pd.DataFrame, tables: dict[str, pd.DataFrame],
              plots: list[Path], points: pd.DataFrame | None = None, alpha: float = 0.05, history: bool = False,
-             models: tuple[int, list[str]] | None = None) -> str:
+             models: tuple[int, list[str]] | None = None, unpaired: dict[str, str] | None = None) -> str:
     counts = trials["status"].value_counts().to_dict() if len(trials) else {}
     repeats = int(trials["repeat_of"].notna().sum()) if "repeat_of" in trials else 0
     head = [f"# Sweep {name}", "", f"{len(trials)} trials: " + ", ".join(f"{v} {k}" for k, v in counts.items())
             + (f"; {repeats} repeat an earlier trial's point and seed and count once" if repeats else ""), ""]
-    return "\n".join(head + collapse_section(tables) + claims_section(tables, alpha) + ihat_kl_section(tables) + evaluation_section(tables, models, trials)
+    return "\n".join(head + collapse_section(tables) + claims_section(tables, alpha) + unpaired_section(unpaired or {})
+                     + ihat_kl_section(tables) + evaluation_section(tables, models, trials)
                      + [UNITS_NOTE, ""] + [f"![{p.stem}]({p.name})" for p in plots] + [""]
                      + tables_section(trials) + fronts_section(trials, front, tables)
                      + trials_section(trials, tables, points, history))

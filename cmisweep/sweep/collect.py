@@ -115,7 +115,9 @@ def error_message(trial) -> str:
     last = trial.last_result or {}
     if last.get(ERROR):
         return str(last[ERROR])
-    lines = [ln for ln in str(_error_text(trial) or "").splitlines() if ln.strip()]
+    # pydantic ends its errors with a link to its docs: the line before says what was wrong
+    lines = [ln for ln in str(_error_text(trial) or "").splitlines()
+             if ln.strip() and not ln.strip().startswith("For further information visit")]
     return lines[-1].strip() if lines else "trial failed (no error recorded)"
 
 

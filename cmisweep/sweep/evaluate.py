@@ -194,7 +194,7 @@ def _remote(space, address: str | None):
     from cmisweep.sweep.runner import _tune_environment, ray_init_options
 
     _tune_environment()
-    ray.init(**ray_init_options(address))
+    ray.init(**ray_init_options(address, space=space))
     threads = max(1, int(space.resources.cpu))
     task = ray.remote(evaluate_kept).options(num_cpus=space.resources.cpu, num_gpus=space.resources.gpu,
                                              max_retries=0)

@@ -18,20 +18,18 @@ from cmisweep.sweep.space import SearchSpace, corner_points, grid_points, point_
 def measure_step(cfg, steps: int = 2) -> float:
     """Median seconds of one training step (VAE + critic steps) of a trial config, on random data."""
     from cmisweep.models import build_model
-    from cmisweep.models.critics import build_critics
     from cmisweep.device import resolve_device
+    from cmisweep.regularizer_api import build_regularizer
     from cmisweep.training import Trainer
 
     from cmisweep.data import example_shape, random_batch
 
     torch.manual_seed(0)
     model = build_model(cfg.model, example_shape(cfg.data))
-    reg = cfg.regularizer.objective
-    critics = build_critics(model.z_dim, model.critic_spec, reg.uses_m, reg.uses_c, cfg.regularizer.critic_head,
-                            cfg.regularizer.critic_width)
+    reg = build_regularizer(cfg.regularizer, model)
     bs = cfg.train.batch_size
     x = random_batch(cfg.data, bs * (steps + 1))
-    trainer = Trainer(model, reg, critics, x, x[:bs], cfg.train, **cfg.critic_training,
+    trainer = Trainer(model, reg, x, x[:bs], cfg.train, **cfg.critic_training(reg.aux_lr),
                       device=resolve_device(cfg.train.device))
     times = []
     for i in range(steps + 1):
@@ -119,8 +117,9 @@ def plan(space: SearchSpace, measure: bool = True) -> str:
     for p in points:
         if p["preset"] not in step_by_preset:
             cfg = trial_config(space, p)
-            reg = cfg.regularizer.objective
-            key = (reg.uses_m, reg.uses_c)
+            # the paper's presets with the same critics cost the same; a plug-in is measured itself
+            reg = cfg.regularizer
+            key = (reg.objective.uses_m, reg.objective.uses_c) if reg.plugin is None else (reg.plugin,)
             if key not in by_critics:
                 by_critics[key] = measure_step(cfg)
             step_by_preset[p["preset"]] = by_critics[key]

@@ -173,11 +173,18 @@ def experiment_dir(sweep_dir: Path, meta: dict) -> str:
     return str(sweep_dir / "tune")
 
 
-def ray_init_options(address: str | None, dashboard: bool = False) -> dict:
+def ray_init_options(address: str | None, dashboard: bool = False, space=None) -> dict:
     """Safe defaults: no dashboard unless asked, and then on 127.0.0.1 only (reach it through a
-    tunnel); trial output stays in the trials' logs."""
+    tunnel); trial output stays in the trials' logs. The space's plug-ins that are not installed
+    packages travel to every worker, on this machine or a cluster (runtime_env py_modules)."""
+    from cmisweep.plugins import runtime_modules
+    from cmisweep.sweep.space import plugin_refs
+
     init = dict(include_dashboard=dashboard, dashboard_host="127.0.0.1", log_to_driver=False,
                 configure_logging=True, logging_level="WARNING")
+    modules = runtime_modules(plugin_refs(space)) if space is not None else []
+    if modules:
+        init["runtime_env"] = {"py_modules": modules}
     if address:
         init["address"] = address
     else:
@@ -280,7 +287,7 @@ def _execute(space, sweep_dir: Path, meta: dict, uri: str, *, resume: bool, addr
     callbacks = [TrialLogger(uri, experiment, meta["sweep_id"], resolve, outbox),
                  Progress(search.n_trials(space), space.trial.train.epochs, name_of, verbose),
                  StateBackup(sweep_dir / "tune-state")]
-    ray.init(**ray_init_options(address, dashboard))
+    ray.init(**ray_init_options(address, dashboard, space))
     # our progress lines and one-line errors replace Tune's messages and tracebacks (which stay
     # in each failed trial's error.txt)
     logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
@@ -391,11 +398,12 @@ def report(sweep: str, results_root: str | Path = "results", against: str | None
     if not live and not ((d / "space.yaml").exists() and (d / "trials.parquet").exists()):
         raise ConfigError(None, "SWEEP", f"no sweep at {d} (expected {d / 'sweep.json'}, or a committed sweep's "
                                          "space.yaml and trials.parquet)")
-    bad = sorted(set(presets or []) - set(PRESETS))
-    if bad:
-        raise ConfigError(None, "--presets", f"unknown preset {', '.join(bad)}; expected some of {', '.join(PRESETS)}")
-    other = _other_trials(against) if against else None  # checked before anything is written
     space = load_space(d / "space.yaml", stored=True)
+    known = list(dict.fromkeys([*PRESETS, *space.search.presets]))  # a plug-in preset of this sweep too
+    bad = sorted(set(presets or []) - set(known))
+    if bad:
+        raise ConfigError(None, "--presets", f"unknown preset {', '.join(bad)}; expected some of {', '.join(known)}")
+    other = _other_trials(against) if against else None  # checked before anything is written
     if live:
         meta = json.loads((d / "sweep.json").read_text())
         exp_dir = experiment_dir(d, meta)

@@ -145,7 +145,8 @@ def point_from_config(space: SearchSpace, config: dict) -> dict:
     """The point {preset, gamma, alpha, seed, params} a trial runs, from its Tune config."""
     p = config["point"]
     seed = p["seed"] if "seed" in p else space.search.seeds[int(config.get(TRIAL_INDEX, 0)) % len(space.search.seeds)]
-    return {"preset": p["preset"], "gamma": float(p["gamma"]),
+    gamma = float(p["gamma"]) if space.search.gamma_axis(p["preset"]) else 0.0  # a plug-in without one
+    return {"preset": p["preset"], "gamma": gamma,
             "alpha": None if p.get("alpha") is None else float(p["alpha"]), "seed": seed,
             "params": dict(p.get("params") or {})}
 

@@ -8,6 +8,7 @@
       alpha: {low: 0.0, high: 1.0}  # cmi only: alpha searched independently of gamma
       seeds: [0, 1, 2]            # replicates of every point
       params: {train.lr: [1.0e-4, 3.0e-4]}  # any other key of the trial config
+      plugins: {club: "examples/club.py:Club"}  # presets that are plug-ins (docs/design.md 8)
     algorithm: {kind: grid | tpe | nsga2, num_samples: 20, objectives: [{metric: final/aolr, mode: max}]}
     scheduler: {kind: asha, metric: val/elbo, mode: max, grace_period: 2, evaluate_stopped: false}
     resources: {cpu: 1, gpu: 0.25}
@@ -26,13 +27,13 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal, Union
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
 
 from cmisweep import configio, migrate
 from cmisweep.analysis import Analysis, check_family
 from cmisweep.config import PosInt, Strict, TrialConfig
 from cmisweep.errors import ConfigError
-from cmisweep.regularizer import Preset
+from cmisweep.regularizer import PRESETS
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
@@ -56,12 +57,56 @@ class Range(Strict):
 Values = Union[Annotated[list[Union[float, int, str, bool]], Field(min_length=1)], Range]
 
 
+def _known_preset(name: str, info: ValidationInfo) -> str:
+    """A preset is the paper's, or a plug-in's name: under search.plugins (validated before the
+    presets), or an entry point of the group cmisweep.regularizers."""
+    plugins = info.data.get("plugins") or {}
+    if name not in PRESETS and name not in plugins and _entry_point(name) is None:
+        raise ValueError(f"unknown preset {name!r}; expected one of {', '.join(map(repr, PRESETS))}, a name under "
+                         "search.plugins, or an entry point of the group cmisweep.regularizers")
+    return name
+
+
+def _entry_point(name: str) -> str | None:
+    from importlib.metadata import entry_points
+
+    from cmisweep.plugins import GROUPS
+
+    return name if any(e.name == name for e in entry_points(group=GROUPS["regularizer"])) else None
+
+
 class SearchDims(Strict):
-    presets: Annotated[list[Preset], Field(min_length=1)] = ["cmi"]
+    plugins: dict[str, str] = {}  # a plug-in preset's name -> its reference (cmisweep.plugins)
+    # the paper's presets, and plug-in regularizers by name (_known_preset)
+    presets: Annotated[list[Annotated[str, AfterValidator(_known_preset)]], Field(min_length=1)] = ["cmi"]
     gamma: Union[Annotated[list[Annotated[float, Field(ge=0)]], Field(min_length=1)], Range] = [0.0]
     alpha: Union[Annotated[list[Annotated[float, Field(ge=0)]], Field(min_length=1)], Range, None] = None
     seeds: Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)] = [0]
     params: dict[str, Values] = {}
+
+    @model_validator(mode="after")
+    def _known_presets(self):
+        for name in self.plugins:
+            if name in PRESETS:
+                raise ValueError(f"plugins.{name}: a built-in preset's name; give the plug-in a name of its own")
+        for name in self.presets:
+            if name not in PRESETS:
+                self.gamma_axis(name)  # loads it: a reference that does not import is refused here
+        return self
+
+    def plugin_ref(self, name: str) -> str | None:
+        """The reference of a plug-in preset: its entry under plugins, else an entry point's name."""
+        return self.plugins[name] if name in self.plugins else _entry_point(name)
+
+    def gamma_axis(self, name: str) -> str | None:
+        """The parameter a plug-in preset declares as its gamma axis (None: it has none, and is
+        compared on fronts only); 'knob' for the paper's presets."""
+        if name in PRESETS:
+            return "knob"
+        from cmisweep import plugins
+
+        cls = plugins.load(self.plugin_ref(name), "regularizer")
+        return getattr(cls, "gamma_param", None)
 
     @field_validator("params")
     @classmethod
@@ -208,21 +253,33 @@ class SearchSpace(Strict):
         if self.search.alpha is not None and self.search.presets != ["cmi"]:
             raise ValueError("search.alpha (independent of gamma) is for presets: [cmi] only")
         try:
-            check_family(self.analysis, list(self.search.presets), self.trial.data.dataset)
+            unpaired = [p for p in self.search.presets if self.search.gamma_axis(p) is None]
+            check_family(self.analysis, list(self.search.presets), self.trial.data.dataset, unpaired)
         except ValueError as e:
             raise ValueError(f"analysis.{e}") from None
         return self
 
 
-def point_overrides(point: dict) -> dict:
-    """A point {preset, gamma, alpha, seed, params} as nested overrides of the trial config."""
+def point_overrides(point: dict, search: SearchDims | None = None) -> dict:
+    """A point {preset, gamma, alpha, seed, params} as nested overrides of the trial config; a
+    plug-in preset's reference comes from the search's plugins (or its entry point)."""
     out: dict = {"seed": point["seed"], "regularizer": {"preset": point["preset"], "knob": point["gamma"]}}
+    if point["preset"] not in PRESETS:
+        out["regularizer"]["plugin"] = (search or SearchDims()).plugin_ref(point["preset"])
     if point.get("alpha") is not None:
         out["regularizer"]["alpha"] = point["alpha"]
     out["name"] = point_name(point)
     for key, value in point.get("params", {}).items():
         configio.set_dotted(out, key, value)
     return out
+
+
+def plugin_refs(space: SearchSpace) -> list[str]:
+    """Every plug-in reference a space's trials can load: its regularizer presets', its fixed
+    regularizer's and its model's."""
+    refs = [space.search.plugin_ref(p) for p in space.search.presets if p not in PRESETS]
+    refs += [r for r in (space.trial.regularizer.plugin, getattr(space.trial.model, "plugin", None)) if r]
+    return list(dict.fromkeys(refs))
 
 
 def point_name(point: dict) -> str:
@@ -243,7 +300,7 @@ def merge(base: dict, over: dict) -> dict:
 
 def trial_config(space: SearchSpace, point: dict) -> TrialConfig:
     """The full, validated config of one trial."""
-    return TrialConfig.model_validate(merge(space.trial.model_dump(), point_overrides(point)))
+    return TrialConfig.model_validate(merge(space.trial.model_dump(), point_overrides(point, space.search)))
 
 
 def grid_points(space: SearchSpace) -> list[dict]:
@@ -256,7 +313,9 @@ def grid_points(space: SearchSpace) -> list[dict]:
     alphas = s.alpha if isinstance(s.alpha, list) else [None]
     for preset, gamma, alpha, combo, seed in itertools.product(s.presets, s.gamma, alphas, combos, s.seeds):
         eff_alpha = gamma if alpha is None else alpha
-        if preset == "vanilla" or (gamma == 0 and (preset != "cmi" or eff_alpha == 0)):
+        if preset not in PRESETS:  # a plug-in: gamma is its axis, or (without one) not searched
+            gamma, alpha = (gamma if s.gamma_axis(preset) else 0.0), None
+        elif preset == "vanilla" or (gamma == 0 and (preset != "cmi" or eff_alpha == 0)):
             preset, gamma, alpha = "vanilla", 0.0, None
         point = {"preset": preset, "gamma": float(gamma), "alpha": None if alpha is None else float(alpha),
                  "seed": seed, "params": {k: v for (k, _), v in zip(params, combo)}}

@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 TAG_SWEEP = "cmisweep.sweep_id"
 TAG_ROLE = "cmisweep.role"
 TAG_TRIAL = "cmisweep.trial_id"
+TAG_REGULARIZER = "cmisweep.regularizer"  # the preset's name, a plug-in's included: search runs by it
 TAG_FINAL = "cmisweep.final_logged"
 TAG_STATUS = "cmisweep.status"
 TAG_ERROR = "cmisweep.error"
@@ -95,7 +96,8 @@ def log_train_run(uri: str, experiment: str, cfg, metrics: dict, history: list[d
 
     client = MlflowClient(uri)
     run = client.create_run(_experiment_id(client, experiment, artifact_root), run_name=cfg.name,
-                            tags={TAG_ROLE: "train", TAG_STATUS: TrialStatus.FINISHED})
+                            tags={TAG_ROLE: "train", TAG_STATUS: TrialStatus.FINISHED,
+                                  TAG_REGULARIZER: cfg.regularizer.preset})
     run_id = run.info.run_id
     params = [Param(k, str(v)[:6000]) for k, v in flat_params(cfg).items()]
     for i in range(0, len(params), 100):
@@ -233,7 +235,7 @@ class TrialLogger(tune.Callback):
             run = self.client.create_run(
                 self.exp_id, run_name=resolved.name,
                 tags={"mlflow.parentRunId": self.parent_id, TAG_TRIAL: tid, TAG_SWEEP: self.sweep_id,
-                      TAG_ROLE: "trial"})
+                      TAG_ROLE: "trial", TAG_REGULARIZER: resolved.config.regularizer.preset})
             self.children[tid] = run.info.run_id
             params = flat_params(resolved.config)
             items = [Param(k, str(v)[:6000]) for k, v in params.items()]
