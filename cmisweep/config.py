@@ -87,8 +87,47 @@ class DSAEConfig(Strict):
     hidden: PosInt = 256
 
 
-ModelConfig = Annotated[Union[PixelCNNConfig, DSAEConfig], Field(discriminator="kind")]
+class PluginModelConfig(Strict):
+    """A user's SequentialVAE (docs/design.md section 8): `plugin` names its class
+    (cmisweep.plugins), which declares `name`, `modality` ("image" or "speech") and a pydantic
+    `Params` model that validates `params`; it is built as Class(params, x_shape)."""
+
+    kind: Literal["plugin"] = "plugin"
+    plugin: str
+    params: dict[str, Any] = {}
+
+    @model_validator(mode="after")
+    def _check(self):
+        cls = self.plugin_class
+        try:
+            cls.Params.model_validate(self.params)
+        except ValidationError as e:
+            err = e.errors()[0]
+            raise ValueError(f"params.{'.'.join(map(str, err['loc']))}: {err['msg']} (model plug-in "
+                             f"{getattr(cls, 'name', self.plugin)}, got {err.get('input')!r})") from None
+        return self
+
+    @cached_property
+    def plugin_class(self):
+        from cmisweep import plugins
+
+        cls = plugins.load(self.plugin, "model")
+        missing = [a for a in ("Params", "modality", "encode", "elbo_terms", "local_features", "generate")
+                   if not hasattr(cls, a)]
+        if missing or getattr(cls, "modality", None) not in ("image", "speech"):
+            raise plugins.PluginError(f"model plug-in {self.plugin!r} lacks {', '.join(missing) or 'a modality'}: "
+                                      "expected a SequentialVAE (cmisweep.models.protocol) with Params and modality "
+                                      "'image' or 'speech'")
+        return cls
+
+
+ModelConfig = Annotated[Union[PixelCNNConfig, DSAEConfig, PluginModelConfig], Field(discriminator="kind")]
 MODALITY = {"pixelcnn_vae": "image", "dsae": "speech"}
+
+
+def model_modality(model) -> str:
+    """The data a model config's model is for: the built-ins' by kind, a plug-in's own."""
+    return model.plugin_class.modality if model.kind == "plugin" else MODALITY[model.kind]
 
 
 class RegularizerConfig(Strict):
@@ -315,8 +354,8 @@ class TrialConfig(Strict):
 
     @model_validator(mode="after")
     def _check(self):
-        if MODALITY[self.model.kind] != self.data.modality:
-            raise ValueError(f"model {self.model.kind} is for {MODALITY[self.model.kind]} data; dataset "
+        if model_modality(self.model) != self.data.modality:
+            raise ValueError(f"model {self.model.kind} is for {model_modality(self.model)} data; dataset "
                              f"{self.data.dataset} is {self.data.modality}")
         wrong = [m for m in self.evaluation.defer if m not in eval_metrics(self.data.modality)]
         if wrong:

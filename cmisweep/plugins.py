@@ -57,7 +57,10 @@ def _module(module: str):
         path = Path(module)
         if path.is_file():
             return _import_file(path)
-        return importlib.import_module(path.stem)  # on a Ray worker: shipped by py_modules
+        try:
+            return importlib.import_module(path.stem)  # on a Ray worker: shipped by py_modules
+        except ModuleNotFoundError:
+            raise ModuleNotFoundError(f"no file {path} here, and no importable module {path.stem!r}") from None
     return importlib.import_module(module)
 
 

@@ -125,11 +125,8 @@ def load(run_or_dir: str | Path, tracking_uri: str | None = None) -> tuple[torch
         return load_kept(Path(run_or_dir).expanduser())
 
     path = model_path(run_or_dir, tracking_uri)
-    try:
-        model = mlflow.pytorch.load_model(str(path), map_location="cpu")
-    except Exception as e:  # noqa: BLE001 - a damaged model raises anything from MLflow's or torch's depths
-        raise DataError(f"{path}: damaged MLflow model, it does not load ({_first_line(e)}); "
-                        "expected a model saved by a cmisweep trial") from None
+    # the config first: validating it imports a plug-in model's code (or names what is missing),
+    # which unpickling the model then needs
     config = path / "extra_files" / CONFIG_FILE
     try:
         raw = yaml.safe_load(config.read_text())
@@ -137,8 +134,19 @@ def load(run_or_dir: str | Path, tracking_uri: str | None = None) -> tuple[torch
         raise DataError(f"{config}: the model's config is missing or unreadable ({_first_line(e)})") from None
     try:
         cfg = TrialConfig.model_validate(migrate.current(raw, "trial"))  # saved by an older version too
-    except ValueError as e:  # pydantic's ValidationError
-        raise DataError(f"{config}: not a valid trial config ({_first_line(e)})") from None
+    except ValueError as e:  # pydantic's ValidationError: the key and what was expected, on one line
+        from pydantic import ValidationError
+
+        from cmisweep.configio import format_validation_error
+
+        why = ": ".join(x for x in format_validation_error(e, TrialConfig) if x) \
+            if isinstance(e, ValidationError) else _first_line(e)
+        raise DataError(f"{config}: not a valid trial config ({why})") from None
+    try:
+        model = mlflow.pytorch.load_model(str(path), map_location="cpu")
+    except Exception as e:  # noqa: BLE001 - a damaged model raises anything from MLflow's or torch's depths
+        raise DataError(f"{path}: damaged MLflow model, it does not load ({_first_line(e)}); "
+                        "expected a model saved by a cmisweep trial") from None
     return model.eval(), cfg
 
 

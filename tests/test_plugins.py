@@ -93,7 +93,7 @@ def test_a_plugin_trial_resumed_from_its_checkpoint_matches_one_never_stopped(tm
     need_data("fashion-mnist")
     from cmisweep.trial import build_trainer
 
-    for ref in (f"{FIXTURES / 'test_regs.py'}:Noisy", CLUB):
+    for ref in (f"{FIXTURES / 'plugin_regs.py'}:Noisy", CLUB):
         cfg = plugin_trial(ref)
         whole, _ = build_trainer(cfg)
         whole.fit(2)
@@ -181,7 +181,7 @@ def test_club_sweeps_against_cmi_end_to_end_and_a_failing_plugin_fails_alone(tmp
     from mlflow.tracking import MlflowClient
 
     space = tiny_space("club-e2e", search={"presets": ["cmi", "club", "boom"], "gamma": [0.3], "seeds": [0],
-                                           "plugins": {"club": CLUB, "boom": f"{FIXTURES / 'test_regs.py'}:Boom"}},
+                                           "plugins": {"club": CLUB, "boom": f"{FIXTURES / 'plugin_regs.py'}:Boom"}},
                        max_failures=0)
     r = cli("run", write(tmp_path, space), "--results", tmp_path / "results", cwd=tmp_path)
     d = tmp_path / "results" / "club-e2e"
@@ -215,3 +215,31 @@ def test_a_plugin_outside_the_installed_packages_travels_to_the_workers(tmp_path
         space = SearchSpace.model_validate({"name": "s", "search": {"presets": ["cmi", "club"], "plugins": plugins}})
         assert ray_init_options(None, space=space)["runtime_env"] == {"py_modules": shipped}
     assert "runtime_env" not in ray_init_options(None, space=SearchSpace.model_validate({"name": "s"}))
+
+
+@pytest.mark.slow(30)
+def test_a_plugin_model_trains_evaluates_samples_and_loads(tmp_path):
+    """The shipped RowVAE (examples/row_vae.py) through `cmisweep train` on tiny real data: the
+    image metrics, `cmisweep sample` and `cmisweep.load`; with its file gone, loading it says so in
+    one line."""
+    need_data("fashion-mnist")
+    raw = tiny_trial(name="row")
+    raw["model"] = {"kind": "plugin", "plugin": f"{ROOT / 'examples' / 'row_vae.py'}:RowVAE", "params": {"hidden": 32}}
+    (tmp_path / "t.yaml").write_text(yaml.safe_dump(raw))
+    r = cli("train", tmp_path / "t.yaml", "--out", tmp_path / "out", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    import json
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert 0 < metrics["aolr"] <= 1 and 0 < metrics["mcas"] <= 1 and "ihat_exact" in metrics
+    assert cli("sample", tmp_path / "out", "--out", tmp_path / "g.png", cwd=tmp_path).returncode == 0
+    assert (tmp_path / "g.png").stat().st_size > 0
+    code = "import cmisweep, sys; m, c = cmisweep.load(sys.argv[1]); print(type(m).__name__, c.model.kind)"
+    import subprocess
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "out")], capture_output=True, text=True,
+                         cwd=tmp_path)
+    assert out.stdout.split() == ["RowVAE", "plugin"], out.stderr[-2000:]
+    stored = tmp_path / "out" / "model" / "extra_files" / "trial.yaml"
+    stored.write_text(stored.read_text().replace(str(ROOT / "examples"), str(tmp_path / "gone")))
+    r = cli("sample", tmp_path / "out", "--out", tmp_path / "g2.png", cwd=tmp_path)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "no importable module 'row_vae'" in r.stderr and not (tmp_path / "g2.png").exists()

@@ -19,6 +19,9 @@ def build_model(cfg, x_shape: tuple[int, ...] | None = None):
             s_layer=cfg.s_layer, z_channels=cfg.z_channels, encoder_channels=cfg.encoder_channels,
             decoder=cfg.decoder,
         )
+    if cfg.kind == "plugin":  # a user's SequentialVAE (config.PluginModelConfig)
+        cls = cfg.plugin_class
+        return cls(cls.Params.model_validate(cfg.params), tuple(x_shape))
     raise ValueError(f"unknown model kind {cfg.kind!r}")
 
 
