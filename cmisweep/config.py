@@ -88,7 +88,7 @@ class DSAEConfig(Strict):
 
 
 class PluginModelConfig(Strict):
-    """A user's SequentialVAE (docs/design.md section 8): `plugin` names its class
+    """A user's SequentialVAE (docs/design.md section 9): `plugin` names its class
     (cmisweep.plugins), which declares `name`, `modality` ("image" or "speech") and a pydantic
     `Params` model that validates `params`; it is built as Class(params, x_shape)."""
 
@@ -135,7 +135,7 @@ class RegularizerConfig(Strict):
     from which J's weights w_z, w_m, w_c follow (docs/design.md section 1). `objective` is that
     resolution, built once per config.
 
-    Or a plug-in (docs/design.md section 8): `plugin` names it (cmisweep.plugins), `params` are its
+    Or a plug-in (docs/design.md section 9): `plugin` names it (cmisweep.plugins), `params` are its
     parameters, validated by its own pydantic model; the knob fills its gamma axis if it declares
     one. `preset` is then its name in reports and MLflow (default: the plug-in's own)."""
 
@@ -199,12 +199,15 @@ class RegularizerConfig(Strict):
     def plugin_class(self):
         """The plug-in's class, loaded and checked (a PluginError, one line, if not)."""
         from cmisweep import plugins
-        from cmisweep.regularizer_api import Plugin
 
         cls = plugins.load(self.plugin, "regularizer")
-        if not (isinstance(cls, type) and issubclass(cls, Plugin)):
-            raise plugins.PluginError(f"regularizer plug-in {self.plugin!r} is not a subclass of "
-                                      "cmisweep.regularizer_api.Plugin")
+        # what the trainer calls (regularizer_api.Plugin has it all), checked without importing the
+        # trainer's layer into the configs'
+        missing = [a for a in ("name", "Params", "aux_steps", "networks", "loss", "aux_loss", "state_dict",
+                               "load_state_dict") if not hasattr(cls, a)]
+        if not isinstance(cls, type) or missing:
+            raise plugins.PluginError(f"regularizer plug-in {self.plugin!r} lacks {', '.join(missing) or 'a class'}: "
+                                      "expected a subclass of cmisweep.regularizer_api.Plugin")
         return cls
 
     @property

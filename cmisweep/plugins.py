@@ -1,4 +1,4 @@
-"""Plug-ins: a regularizer or a model that lives outside cmisweep (docs/design.md section 8).
+"""Plug-ins: a regularizer or a model that lives outside cmisweep (docs/design.md section 9).
 
 A plug-in is named by a reference, one of:
 

@@ -1,5 +1,5 @@
 """The regularizer interface: what the trainer asks of any regularizer, built-in or plugged in
-(docs/design.md section 8).
+(docs/design.md section 9).
 
 Each training step the trainer
   1. encodes the batch (model.elbo_terms), hands a Step to `loss` and takes one Adam step of the

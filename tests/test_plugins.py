@@ -1,6 +1,7 @@
-"""Plug-in regularizers (docs/design.md section 8): the interface, loading by path, import path and
+"""Plug-in regularizers (docs/design.md section 9): the interface, loading by path, import path and
 entry point, bad references, resume, and the shipped CLUB example through `cmisweep run`."""
 import copy
+import re
 import os
 import sys
 from pathlib import Path
@@ -133,7 +134,7 @@ def test_a_bad_plugin_reference_is_one_line_exit_2_and_nothing_written(tmp_path,
     assert r.returncode == 2, r.stderr[-2000:]
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and str(tmp_path / "bad-plugin.yaml") in lines[0], r.stderr
-    import re
+
     assert re.search(says, lines[0]), lines[0]
     assert not (tmp_path / "results").exists()
 
@@ -243,3 +244,14 @@ def test_a_plugin_model_trains_evaluates_samples_and_loads(tmp_path):
     r = cli("sample", tmp_path / "out", "--out", tmp_path / "g2.png", cwd=tmp_path)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert "no importable module 'row_vae'" in r.stderr and not (tmp_path / "g2.png").exists()
+
+
+def test_dry_run_prices_a_plugin_and_says_in_one_line_when_one_cannot_step(tmp_path):
+    need_data("fashion-mnist")
+    space = tiny_space("dry", search={"presets": ["cmi", "club"], "gamma": [0.3], "seeds": [0], "plugins": {"club": CLUB}})
+    r = cli("run", write(tmp_path, space), "--results", tmp_path / "results", "--dry-run", cwd=tmp_path)
+    assert r.returncode == 0 and "club_g0.3_s0" in r.stdout and re.search(r"club \d+\.\d+ s", r.stdout), r.stdout + r.stderr
+    space["search"]["plugins"]["club"] = f"{FIXTURES / 'plugin_regs.py'}:Boom"
+    r = cli("run", write(tmp_path, space), "--results", tmp_path / "results", "--dry-run", cwd=tmp_path)
+    assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1 and "boom: this plug-in fails" in r.stderr
+    assert not (tmp_path / "results").exists()

@@ -87,7 +87,7 @@ def write_reports(sweep_dir: Path, space, trials: pd.DataFrame, epochs: pd.DataF
 
 
 def unpaired_plugins(space) -> dict[str, str]:
-    """The space's plug-in presets that no claim pairs with CMI, and why (docs/design.md section 8)."""
+    """The space's plug-in presets that no claim pairs with CMI, and why (docs/design.md section 9)."""
     from cmisweep.regularizer import PRESETS
 
     declared = {c.baseline for c in space.analysis.family}

@@ -95,6 +95,30 @@ def steps_per_epoch(cfg) -> int:
     return min(s, cfg.train.steps_per_epoch) if cfg.train.steps_per_epoch else s
 
 
+def step_times(space: SearchSpace, points: list[dict]) -> dict[str, float]:
+    """Seconds of one training step per preset, measured: the paper's presets with the same
+    critics cost the same; a plug-in is measured itself, and one that cannot take a step is a
+    one-line error (its trials would fail the same way)."""
+    from cmisweep.errors import CmisweepError
+
+    step_by_preset: dict[str, float] = {}
+    by_critics: dict[tuple, float] = {}
+    for p in points:
+        if p["preset"] in step_by_preset:
+            continue
+        reg = trial_config(space, p).regularizer
+        key = (reg.objective.uses_m, reg.objective.uses_c) if reg.plugin is None else (reg.plugin,)
+        if key not in by_critics:
+            try:
+                by_critics[key] = measure_step(trial_config(space, p))
+            except Exception as e:  # noqa: BLE001 - a plug-in's own code
+                why = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+                raise CmisweepError(f"--dry-run: a training step of {p['preset']} failed ({type(e).__name__}: "
+                                    f"{why}); its trials would fail the same way") from None
+        step_by_preset[p["preset"]] = by_critics[key]
+    return step_by_preset
+
+
 def plan(space: SearchSpace, measure: bool = True) -> str:
     points = grid_points(space) if space.algorithm.kind == "grid" else corner_points(space)
     n = search.n_trials(space)
@@ -112,17 +136,7 @@ def plan(space: SearchSpace, measure: bool = True) -> str:
     if not measure:
         return "\n".join(lines)
     torch.set_num_threads(max(1, int(space.resources.cpu)))
-    step_by_preset: dict[str, float] = {}
-    by_critics: dict[tuple, float] = {}  # presets with the same critics cost the same
-    for p in points:
-        if p["preset"] not in step_by_preset:
-            cfg = trial_config(space, p)
-            # the paper's presets with the same critics cost the same; a plug-in is measured itself
-            reg = cfg.regularizer
-            key = (reg.objective.uses_m, reg.objective.uses_c) if reg.plugin is None else (reg.plugin,)
-            if key not in by_critics:
-                by_critics[key] = measure_step(cfg)
-            step_by_preset[p["preset"]] = by_critics[key]
+    step_by_preset = step_times(space, points)
     cfg0 = trial_config(space, points[0])
     by_group = measure_eval(cfg0)
     deferred = set(cfg0.evaluation.defer)

@@ -8,7 +8,7 @@
       alpha: {low: 0.0, high: 1.0}  # cmi only: alpha searched independently of gamma
       seeds: [0, 1, 2]            # replicates of every point
       params: {train.lr: [1.0e-4, 3.0e-4]}  # any other key of the trial config
-      plugins: {club: "examples/club.py:Club"}  # presets that are plug-ins (docs/design.md 8)
+      plugins: {club: "examples/club.py:Club"}  # presets that are plug-ins (docs/design.md 9)
     algorithm: {kind: grid | tpe | nsga2, num_samples: 20, objectives: [{metric: final/aolr, mode: max}]}
     scheduler: {kind: asha, metric: val/elbo, mode: max, grace_period: 2, evaluate_stopped: false}
     resources: {cpu: 1, gpu: 0.25}
