@@ -255,3 +255,18 @@ def test_dry_run_prices_a_plugin_and_says_in_one_line_when_one_cannot_step(tmp_p
     r = cli("run", write(tmp_path, space), "--results", tmp_path / "results", "--dry-run", cwd=tmp_path)
     assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1 and "boom: this plug-in fails" in r.stderr
     assert not (tmp_path / "results").exists()
+
+
+def test_a_plugins_own_parameters_are_searched_for_it_alone():
+    """search.params over regularizer.params.* multiplies the plug-in's points, not CMI's, and
+    every point builds a valid trial (a CMI trial given a plug-in's parameter would be refused)."""
+    from cmisweep.sweep.space import SearchSpace, grid_points, trial_config
+
+    space = SearchSpace.model_validate({"name": "s", "trial": tiny_trial(), "search": {
+        "presets": ["cmi", "club"], "gamma": [0.3], "seeds": [0], "plugins": {"club": CLUB},
+        "params": {"regularizer.params.hidden": [8, 16], "train.lr": [1e-3]}}})
+    names = sorted(trial_config(space, p).name for p in grid_points(space))
+    assert names == ["club_g0.3_hidden16_lr0.001_s0", "club_g0.3_hidden8_lr0.001_s0", "cmi_g0.3_lr0.001_s0"]
+    hidden = {trial_config(space, p).regularizer.plugin_params.get("hidden") for p in grid_points(space)
+              if p["preset"] == "club"}
+    assert hidden == {8, 16}

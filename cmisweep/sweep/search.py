@@ -23,7 +23,7 @@ from ray import tune
 from ray.tune.search import Searcher
 
 from cmisweep.config import TrialConfig
-from cmisweep.sweep.space import Range, SearchSpace, grid_points, point_name, trial_config
+from cmisweep.sweep.space import Range, SearchSpace, grid_points, own_params, point_name, trial_config
 from cmisweep.vocabulary import is_number
 
 
@@ -148,7 +148,7 @@ def point_from_config(space: SearchSpace, config: dict) -> dict:
     gamma = float(p["gamma"]) if space.search.gamma_axis(p["preset"]) else 0.0  # a plug-in without one
     return {"preset": p["preset"], "gamma": gamma,
             "alpha": None if p.get("alpha") is None else float(p["alpha"]), "seed": seed,
-            "params": dict(p.get("params") or {})}
+            "params": own_params(p["preset"], dict(p.get("params") or {}))}
 
 
 class ResolvedTrial(NamedTuple):

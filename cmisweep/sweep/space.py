@@ -274,6 +274,14 @@ def point_overrides(point: dict, search: SearchDims | None = None) -> dict:
     return out
 
 
+def own_params(preset: str, params: dict) -> dict:
+    """The searched params that apply to a preset: a plug-in's parameters (regularizer.params.*)
+    are not the paper's presets' (a grid runs those once, not once per plug-in value)."""
+    if preset in PRESETS:
+        return {k: v for k, v in params.items() if not k.startswith("regularizer.params.")}
+    return params
+
+
 def plugin_refs(space: SearchSpace) -> list[str]:
     """Every plug-in reference a space's trials can load: its regularizer presets', its fixed
     regularizer's and its model's."""
@@ -318,7 +326,7 @@ def grid_points(space: SearchSpace) -> list[dict]:
         elif preset == "vanilla" or (gamma == 0 and (preset != "cmi" or eff_alpha == 0)):
             preset, gamma, alpha = "vanilla", 0.0, None
         point = {"preset": preset, "gamma": float(gamma), "alpha": None if alpha is None else float(alpha),
-                 "seed": seed, "params": {k: v for (k, _), v in zip(params, combo)}}
+                 "seed": seed, "params": own_params(preset, {k: v for (k, _), v in zip(params, combo)})}
         key = repr(sorted((k, repr(v)) for k, v in point.items()))
         if key not in seen:
             seen.add(key)
@@ -340,7 +348,7 @@ def corner_points(space: SearchSpace) -> list[dict]:
     for preset, gamma, alpha in itertools.product(s.presets, values(s.gamma), values(s.alpha)):
         for combo in itertools.product(*params.values()) if params else [()]:
             out.append({"preset": preset, "gamma": float(gamma), "alpha": alpha, "seed": s.seeds[0],
-                        "params": dict(zip(params, combo))})
+                        "params": own_params(preset, dict(zip(params, combo)))})
     return out
 
 
