@@ -270,3 +270,18 @@ def test_a_plugins_own_parameters_are_searched_for_it_alone():
     hidden = {trial_config(space, p).regularizer.plugin_params.get("hidden") for p in grid_points(space)
               if p["preset"] == "club"}
     assert hidden == {8, 16}
+
+
+def test_the_one_file_regularizer_of_examples_readme_trains(tmp_path):
+    """The README's plug-in, as written there, trains a step and logs its term under its name."""
+    from cmisweep.trial import build_trainer
+
+    need_data("fashion-mnist")
+    code = re.findall(r"```python\n(.*?)```", (ROOT / "examples" / "README.md").read_text(), re.S)[0]
+    (tmp_path / "mine.py").write_text(code)
+    raw = tiny_trial()
+    raw["regularizer"] = {"plugin": f"{tmp_path / 'mine.py'}:MyPenalty", "knob": 0.5}
+    cfg = TrialConfig.model_validate(raw)
+    t, _ = build_trainer(cfg)
+    t.fit(1)
+    assert cfg.regularizer.preset == "mine" and t.history[-1]["train/penalty"] > 0
