@@ -285,3 +285,35 @@ def test_the_one_file_regularizer_of_examples_readme_trains(tmp_path):
     t, _ = build_trainer(cfg)
     t.fit(1)
     assert cfg.regularizer.preset == "mine" and t.history[-1]["train/penalty"] > 0
+
+
+@pytest.mark.slow(40)
+def test_a_killed_plugin_trial_resumes_to_the_numbers_of_one_never_killed(tmp_path):
+    """`cmisweep train` of a plug-in with state of its own (a generator), SIGKILLed once it has
+    written a checkpoint, then `--resume`: the final metrics equal an uninterrupted run's."""
+    import json
+    import signal
+    import subprocess
+    import time
+
+    need_data("fashion-mnist")
+    raw = tiny_trial(name="noisy")
+    raw["regularizer"] = {"plugin": f"{FIXTURES / 'plugin_regs.py'}:Noisy", "knob": 0.5}
+    raw["data"] = {**raw["data"], "train_size": 1500}
+    raw["train"] = {**raw["train"], "epochs": 4, "steps_per_epoch": None, "precision": "fp32"}
+    raw["evaluation"] = {"enabled": False}
+    (tmp_path / "t.yaml").write_text(yaml.safe_dump(raw))
+    assert cli("train", tmp_path / "t.yaml", "--out", tmp_path / "whole", cwd=tmp_path).returncode == 0
+    cmd = [sys.executable, "-m", "cmisweep", "train", str(tmp_path / "t.yaml"), "--out", str(tmp_path / "cut")]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpt = tmp_path / "cut" / "checkpoint.pt"
+    while not ckpt.exists() and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "cut" / "metrics.json").exists()  # killed before its end
+    r = cli("train", tmp_path / "t.yaml", "--out", tmp_path / "cut", "--resume", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    read = lambda d: {k: v for k, v in json.loads((tmp_path / d / "metrics.json").read_text()).items()  # noqa: E731
+                      if "time" not in k}
+    assert read("cut") == read("whole")
