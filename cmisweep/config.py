@@ -251,6 +251,15 @@ class TrainConfig(Strict):
     # default: the trial's seed, which also draws the initial weights. Set apart, it separates the
     # two sources of a seed's variation (the image study's collapse ablation)
     order_seed: Annotated[int, Field(ge=0)] | None = None
+    # or the trial's seed plus this offset: every seed of a sweep gets a batch order of its own,
+    # apart from the one its seed would give (a factor of the collapse factorial, issue 31)
+    order_offset: Annotated[int, Field(ge=0)] = 0
+
+    @model_validator(mode="after")
+    def _one_order(self):
+        if self.order_seed is not None and self.order_offset:
+            raise ValueError("order_seed and order_offset both set: give the batch-order seed one way")
+        return self
 
 
 class IhatConfig(Strict):

@@ -43,7 +43,7 @@ def build_trainer(cfg: TrialConfig, data=None) -> tuple[Trainer, object]:
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, tuple(data.train_x.shape[1:]))
     reg = build_regularizer(cfg.regularizer, model)
-    order = cfg.seed if cfg.train.order_seed is None else cfg.train.order_seed
+    order = cfg.seed + cfg.train.order_offset if cfg.train.order_seed is None else cfg.train.order_seed
     trainer = Trainer(model, reg, data.train_x, data.val_x, cfg.train, **cfg.critic_training(reg.aux_lr),
                       seed=order, device=device)
     return trainer, data

@@ -7,7 +7,7 @@ from cmisweep.errors import ConfigError
 from cmisweep.sweep import search
 from cmisweep.sweep.space import grid_points, load_space, point_name, trial_config
 from conftest import ROOT
-from helpers import tiny_space
+from helpers import tiny_space, tiny_trial
 
 SPACES = ROOT / "search_spaces"
 
@@ -224,3 +224,27 @@ def test_trials_parquet_names_a_sampled_trial_as_its_mlflow_run(monkeypatch):
     assert runs == ["cmi_g0.25_s1_00000", "cmi_g0.25_s1_00007"]
     assert list(collect.collect_trials("x", space).sort_values("trial_id")["name"]) == runs
     assert list(collect.collect_epochs("x", space).sort_values("trial_id")["name"]) == runs
+
+
+def test_a_design_lists_a_grids_rows_each_crossed_with_presets_gammas_and_seeds():
+    """search.design: explicit rows (a 2^(3-1) fraction here) instead of the full product; refused
+    with a sampler, with a key also in params, and with a repeated row."""
+    from cmisweep.sweep.space import SearchSpace, grid_points, trial_config
+
+    rows = [{"regularizer.critic_steps": 2, "train.lr": 1e-3, "regularizer.critic_z": "reuse"},
+            {"regularizer.critic_steps": 5, "train.lr": 1e-3, "regularizer.critic_z": "resample"},
+            {"regularizer.critic_steps": 2, "train.lr": 3e-3, "regularizer.critic_z": "resample"},
+            {"regularizer.critic_steps": 5, "train.lr": 3e-3, "regularizer.critic_z": "reuse"}]
+    raw = {"name": "d", "trial": tiny_trial(), "search": {"presets": ["cmi"], "gamma": [0.5], "seeds": [0, 1],
+                                                          "design": rows, "params": {"train.order_offset": [0]}}}
+    space = SearchSpace.model_validate(raw)
+    points = grid_points(space)
+    assert len(points) == 8 and len({point_name(p) for p in points}) == 8
+    got = {(c.regularizer.critic_steps, c.train.lr, c.regularizer.critic_z, c.seed)
+           for c in (trial_config(space, p) for p in points)}
+    assert got == {(r["regularizer.critic_steps"], r["train.lr"], r["regularizer.critic_z"], s) for r in rows for s in (0, 1)}
+    for change, says in (({"algorithm": {"kind": "tpe", "num_samples": 2, "objectives": [{"metric": "final/aolr", "mode": "max"}]}}, "rows of a grid"),
+                         ({"search": {**raw["search"], "params": {"train.lr": [1e-3]}}}, "both search.design and search.params"),
+                         ({"search": {**raw["search"], "design": rows + rows[:1]}}, "two rows are the same")):
+        with pytest.raises(ValueError, match=says):
+            SearchSpace.model_validate({**raw, **change})

@@ -146,3 +146,8 @@ def test_order_seed_varies_the_training_run_and_not_the_initial_weights():
     assert all(torch.equal(a, b) for a, b in zip(s0, s2))
     assert all(torch.equal(a, b) for a, b in zip(e0, e1))
     assert not all(torch.equal(a, b) for a, b in zip(e0, e2))
+    # order_offset: the seed plus the offset, the same run as that order_seed
+    s3, e3 = run(order_offset=1)
+    assert all(torch.equal(a, b) for a, b in zip(s0, s3)) and all(torch.equal(a, b) for a, b in zip(e2, e3))
+    with pytest.raises(ValueError, match="order_offset"):
+        run(order_seed=4, order_offset=1)

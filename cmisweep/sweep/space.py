@@ -8,6 +8,7 @@
       alpha: {low: 0.0, high: 1.0}  # cmi only: alpha searched independently of gamma
       seeds: [0, 1, 2]            # replicates of every point
       params: {train.lr: [1.0e-4, 3.0e-4]}  # any other key of the trial config
+      design: [{train.lr: 1.0e-4, regularizer.critic_steps: 5}, ...]  # grid: explicit rows (a fractional factorial)
       plugins: {club: "examples/club.py:Club"}  # presets that are plug-ins (docs/design.md 9)
     algorithm: {kind: grid | tpe | nsga2, num_samples: 20, objectives: [{metric: final/aolr, mode: max}]}
     scheduler: {kind: asha, metric: val/elbo, mode: max, grace_period: 2, evaluate_stopped: false}
@@ -83,6 +84,9 @@ class SearchDims(Strict):
     alpha: Union[Annotated[list[Annotated[float, Field(ge=0)]], Field(min_length=1)], Range, None] = None
     seeds: Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)] = [0]
     params: dict[str, Values] = {}
+    # a grid's explicit rows of settings (e.g. a fractional factorial), each a {key: value} of the
+    # trial config crossed with the presets, gammas, seeds and params
+    design: list[dict[str, Union[float, int, str, bool]]] = []
 
     @model_validator(mode="after")
     def _known_presets(self):
@@ -107,6 +111,18 @@ class SearchDims(Strict):
 
         cls = plugins.load(self.plugin_ref(name), "regularizer")
         return getattr(cls, "gamma_param", None)
+
+    @field_validator("design")
+    @classmethod
+    def _rows(cls, v: list):
+        for i, row in enumerate(v):
+            if not row:
+                raise ValueError(f"row {i} is empty: a row sets one or more keys of the trial config")
+            cls._no_reserved(row)
+        keys = [tuple(sorted(r.items(), key=lambda kv: kv[0])) for r in v]
+        if len(set(map(repr, keys))) != len(keys):
+            raise ValueError("two rows are the same: each would run the same trials twice")
+        return v
 
     @field_validator("params")
     @classmethod
@@ -240,6 +256,12 @@ class SearchSpace(Strict):
 
     @model_validator(mode="after")
     def _check(self):
+        if self.search.design and self.algorithm.kind != "grid":
+            raise ValueError(f"search.design lists the rows of a grid; algorithm {self.algorithm.kind} samples points "
+                             "(use algorithm: {kind: grid})")
+        both = sorted({k for row in self.search.design for k in row} & set(self.search.params))
+        if both:
+            raise ValueError(f"search: {', '.join(both)} is set by both search.design and search.params")
         if self.algorithm.kind == "grid" and self.search.ranges():
             raise ValueError(f"search: ranges {sorted(self.search.ranges())} need algorithm tpe or nsga2 "
                              "(a grid takes lists)")
@@ -316,7 +338,8 @@ def grid_points(space: SearchSpace) -> list[dict]:
     vanilla ELBO (no critic is trained), so those points run once, as preset vanilla."""
     s = space.search
     params = list(s.params.items())
-    combos = list(itertools.product(*[v for _, v in params])) if params else [()]
+    combos = [dict(zip([k for k, _ in params], c)) for c in itertools.product(*[v for _, v in params])]
+    combos = [{**row, **c} for row in (s.design or [{}]) for c in combos]  # a design's rows x the params
     seen, out = set(), []
     alphas = s.alpha if isinstance(s.alpha, list) else [None]
     for preset, gamma, alpha, combo, seed in itertools.product(s.presets, s.gamma, alphas, combos, s.seeds):
@@ -326,7 +349,7 @@ def grid_points(space: SearchSpace) -> list[dict]:
         elif preset == "vanilla" or (gamma == 0 and (preset != "cmi" or eff_alpha == 0)):
             preset, gamma, alpha = "vanilla", 0.0, None
         point = {"preset": preset, "gamma": float(gamma), "alpha": None if alpha is None else float(alpha),
-                 "seed": seed, "params": own_params(preset, {k: v for (k, _), v in zip(params, combo)})}
+                 "seed": seed, "params": own_params(preset, combo)}
         key = repr(sorted((k, repr(v)) for k, v in point.items()))
         if key not in seen:
             seen.add(key)
