@@ -189,3 +189,25 @@ def test_kl_curves_hold_each_trials_epochs_beside_its_point_and_collapse(tmp_pat
     c2 = kl_curves(early, stopped)
     assert c2["collapsed"].isna().all()
     assert plot_kl_curves(c2, tmp_path / "k2.png").stat().st_size > 0
+
+
+def test_main_effects_of_a_design_take_the_seed_as_the_unit():
+    """A 2^(3-1) design over 4 seeds where `a` (other level) keeps z in every run and `b` does
+    nothing: a's per-seed effect on collapse is -1 on every seed (sign-flip p = 2/16), b's 0; the
+    reference level is the first row's."""
+    from cmisweep.reports.factorial import factors, main_effects, note
+
+    design = [{"a": 0.01, "b": "x", "c": 2}, {"a": 0.001, "b": "x", "c": 5},
+              {"a": 0.01, "b": "y", "c": 5}, {"a": 0.001, "b": "y", "c": 2}]
+    assert factors(design) == {"a": (0.01, 0.001), "b": ("x", "y"), "c": (2, 5)}
+    rows = []
+    for s in range(4):
+        for r in design:
+            kl = 3.0 + s if r["a"] == 0.001 else 0.02
+            rows.append(row("cmi", 0.5, s, kl, 0.7, **{f"params.{k}": v for k, v in r.items()}))
+    t = prepare(pd.DataFrame(rows))
+    eff = main_effects(t, design).set_index(["response", "factor"])
+    assert eff.loc[("collapsed", "a"), "effect"] == -1 and eff.loc[("collapsed", "a"), "p"] == pytest.approx(2 / 16)
+    assert eff.loc[("collapsed", "b"), "effect"] == 0 and eff.loc[("collapsed", "c"), "effect"] == 0
+    assert eff.loc[("log10_kl_z", "a"), "effect"] > 2 and eff.loc[("collapsed", "a"), "n_seeds"] == 4
+    assert "4 seeds reach p = 0.125 at best" in note(eff.reset_index(), 0.05) and "7 seeds are the floor" in note(eff.reset_index(), 0.05)

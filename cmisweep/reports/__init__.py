@@ -23,7 +23,7 @@ import pandas as pd
 
 from cmisweep.analysis import kl_cap
 from cmisweep.files import atomic_write, atomic_write_text
-from cmisweep.reports import collapse, curves, evaluations, ihat_kl
+from cmisweep.reports import collapse, curves, evaluations, factorial, ihat_kl
 from cmisweep.reports.claims import judge
 from cmisweep.reports.frontier import SCORES, frontier
 from cmisweep.reports.hypervolume import hypervolumes, robustness, with_reference
@@ -56,6 +56,8 @@ def write_reports(sweep_dir: Path, space, trials: pd.DataFrame, epochs: pd.DataF
               "paired_tests": paired_tests(trials),
               "claims": judge(evaluations.for_claims(trials, history), space.analysis, deferred, kind),
               "evaluated_metrics": evaluations.coverage(trials, history, kind, space.trial.evaluation.defer)}
+    if space.search.design:  # a designed experiment: its main effects, the seed as the unit
+        tables["factorial"] = factorial.main_effects(trials, space.search.design)
     tables["ihat_matched_kl"] = ihat_kl.at_matched_kl(trials)
     tables["ihat_share"] = ihat_kl.share_of_information(trials)
     tables["claims"] = ihat_kl.annotate(tables["claims"], tables["ihat_matched_kl"])

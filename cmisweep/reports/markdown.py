@@ -58,6 +58,21 @@ def claims_section(tables: dict, alpha: float) -> list[str]:
             _md(claims[[c for c in CLAIM_VIEW if c in claims]], ".3g"), ""]
 
 
+def factorial_section(tables: dict, alpha: float) -> list[str]:
+    """The main effects of a search.design (reports.factorial)."""
+    from cmisweep.reports.factorial import RESPONSES, note
+
+    table = tables.get("factorial", pd.DataFrame())
+    if not len(table):
+        return []
+    out = ["## Main effects of the design (search.design)", "", note(table, alpha), ""]
+    for response, label in RESPONSES.items():
+        part = table[table["response"] == response].drop(columns="response")
+        if len(part):
+            out += [f"Response: {label}.", "", _md(part, ".3g"), ""]
+    return out
+
+
 def unpaired_section(unpaired: dict[str, str]) -> list[str]:
     """Plug-in regularizers that no claim pairs with CMI, each with the reason."""
     if not unpaired:
@@ -198,7 +213,7 @@ def markdown(name: str, trials: pd.DataFrame, front: pd.DataFrame, tables: dict[
     repeats = int(trials["repeat_of"].notna().sum()) if "repeat_of" in trials else 0
     head = [f"# Sweep {name}", "", f"{len(trials)} trials: " + ", ".join(f"{v} {k}" for k, v in counts.items())
             + (f"; {repeats} repeat an earlier trial's point and seed and count once" if repeats else ""), ""]
-    return "\n".join(head + collapse_section(tables) + claims_section(tables, alpha) + unpaired_section(unpaired or {})
+    return "\n".join(head + collapse_section(tables) + factorial_section(tables, alpha) + claims_section(tables, alpha) + unpaired_section(unpaired or {})
                      + ihat_kl_section(tables) + evaluation_section(tables, models, trials)
                      + [UNITS_NOTE, ""] + [f"![{p.stem}]({p.name})" for p in plots] + [""]
                      + tables_section(trials) + fronts_section(trials, front, tables)
