@@ -54,3 +54,16 @@ def probe_accuracy(model, train_x, train_y, test_x, test_y, per_class: int = 100
     scores = fit_score(encode_means(model, train_x[idx], batch_size), train_y[idx].cpu().numpy(),
                        encode_means(model, test_x, batch_size), test_y.cpu().numpy(), seed)
     return {"aolr": scores["lr"], "aosvm": scores["svm"]}
+
+
+def epoch_aolr(model, val_x, val_y, per_class: int = 20, seed: int = 0, batch_size: int = 500) -> float:
+    """AoLR at an epoch, for MO-ASHA's rungs (docs/design.md 6.2): a logistic probe on z's means of
+    `per_class` validation images per class, scored on the rest of the validation set. The images
+    are fixed by the seed (its own generator: the training's random stream is not touched)."""
+    idx = balanced_indices(val_y, per_class, seed).to(val_x.device)
+    rest = torch.ones(len(val_x), dtype=torch.bool, device=val_x.device)
+    rest[idx] = False
+    clf = classifiers(seed)["lr"]
+    clf.fit(encode_means(model, val_x[idx], batch_size), val_y[idx].cpu().numpy())
+    return float((clf.predict(encode_means(model, val_x[rest], batch_size)) == val_y[rest].cpu().numpy()).mean())
+

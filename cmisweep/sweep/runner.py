@@ -222,7 +222,7 @@ def _new_tuner(space, sweep_dir: Path, trainable, storage_root: str, callbacks: 
         param_space=search.param_space(space),
         tune_config=tune.TuneConfig(
             search_alg=search.search_algorithm(space, str(sweep_dir / "optuna.db")),
-            scheduler=search.scheduler(space),
+            scheduler=search.scheduler(space, sweep_dir),
             num_samples=search.num_samples(space), max_concurrent_trials=space.concurrency,
             # a finished trial's worker takes the next trial: no new process and no
             # second import of torch, ~7 s a trial (BENCHMARKS.md section 9)

@@ -80,7 +80,7 @@ class Replicates(Searcher):
             return
         group = self.groups[first]
         metrics = self.metric if isinstance(self.metric, list) else [self.metric]
-        group["scores"].setdefault(trial_id, {m: _number((result or {}).get(m)) for m in metrics})
+        group["scores"].setdefault(trial_id, {m: _reading(result or {}, m) for m in metrics})
         if len(group["scores"]) < self.repeat:
             return
         scores = list(group["scores"].values())
@@ -112,6 +112,16 @@ class Replicates(Searcher):
             inner = Path(d) / "inner.pkl"
             inner.write_bytes(state["inner"])
             self.inner.restore(str(inner))
+
+
+def _reading(result: dict, metric: str) -> float:
+    """A trial's value of an objective: its final metric, or for a trial MO-ASHA stopped without
+    an evaluation, its reading at the rung it reached (val/kl_z, val/aolr: moasha.per_epoch), so
+    that the searcher learns a dominated point rather than a failed one (docs/design.md 6.2)."""
+    from cmisweep.sweep.moasha import per_epoch
+
+    value = _number(result.get(metric))
+    return value if np.isfinite(value) else _number(result.get(per_epoch(metric)))
 
 
 def _number(v) -> float:
@@ -199,10 +209,23 @@ def num_samples(space: SearchSpace) -> int:
     return space.algorithm.num_samples * len(space.search.seeds)
 
 
-def scheduler(space: SearchSpace):
+def scheduler(space: SearchSpace, sweep_dir: Path | None = None):
     sc = space.scheduler
     if sc is None:
         return None
+    if sc.kind == "moasha":
+        from cmisweep.analysis import kl_cap
+        from cmisweep.sweep.moasha import MOASHA, RUNGS_FILE
+        from cmisweep.vocabulary import KL, METRICS
+
+        objectives = sc.objectives or space.algorithm.objectives
+        cap = kl_cap(space.analysis, space.trial.data.dataset)  # the reports' fixed reference (docs/design.md 5.3)
+        ref = [cap if o.metric == KL else float(METRICS[o.metric].chance) for o in objectives]
+        return MOASHA(sweep=space.name, objectives=[(o.metric, o.mode) for o in objectives], ref=ref,
+                      max_t=space.trial.train.epochs, grace_period=sc.grace_period,
+                      reduction_factor=sc.reduction_factor, evaluate_stopped=sc.evaluate_stopped,
+                      collapse_min_epoch=sc.collapse_min_epoch,
+                      records=(sweep_dir / RUNGS_FILE) if sweep_dir is not None else None)
     from cmisweep.sweep.early_stop import EpochASHA
 
     return EpochASHA(metric=sc.metric, mode=sc.mode, max_t=space.trial.train.epochs, grace_period=sc.grace_period,

@@ -36,6 +36,9 @@ from cmisweep.config import PosInt, Strict, TrialConfig
 from cmisweep.errors import ConfigError
 from cmisweep.regularizer import PRESETS
 
+# the final objectives MO-ASHA can read per epoch (cmisweep.sweep.moasha.per_epoch): validation
+# KL(z), and AoLR from the per-epoch probe on labelled validation images
+PER_EPOCH_OBJECTIVES = ("final/test/kl_z", "final/aolr")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
@@ -200,12 +203,19 @@ class Scheduler(Strict):
     evaluation costs about as much as the training of a reduced trial, and a stopped trial is by
     ASHA's judgement a weak one; turn it on to put the stopped points on the frontier."""
 
-    kind: Literal["asha"] = "asha"
-    metric: str = "val/elbo"
+    kind: Literal["asha", "moasha"] = "asha"
+    metric: str = "val/elbo"  # asha: the one per-epoch metric
     mode: Literal["min", "max"] = "max"
     grace_period: PosInt = 1
     reduction_factor: Annotated[float, Field(gt=1)] = 3.0
     evaluate_stopped: bool = False
+    # moasha (MO-ASHA, cmisweep.sweep.moasha): the objectives it ranks each rung on, read per epoch
+    # (default: the algorithm's); a collapse stop once val KL(z) stayed below the threshold from
+    # this epoch on (null: none; 3 at the image study's budget, docs/design.md 6.2); the labelled
+    # validation images per class of the per-epoch AoLR probe (fit on as many, scored on the rest)
+    objectives: list[Objective] = []
+    collapse_min_epoch: PosInt | None = None
+    probe_per_class: PosInt = 20
 
     @field_validator("metric")
     @classmethod
@@ -265,10 +275,20 @@ class SearchSpace(Strict):
         if self.algorithm.kind == "grid" and self.search.ranges():
             raise ValueError(f"search: ranges {sorted(self.search.ranges())} need algorithm tpe or nsga2 "
                              "(a grid takes lists)")
-        if self.scheduler is not None and len(self.algorithm.objectives) > 1:
+        sc = self.scheduler
+        if sc is not None and sc.kind == "asha" and len(self.algorithm.objectives) > 1:
             raise ValueError("scheduler: ASHA ranks trials by one per-epoch metric, which would prune points of "
                              f"the {len(self.algorithm.objectives)}-objective Pareto front (a small KL(z) costs ELBO); "
-                             "remove the scheduler, or search one objective with tpe")
+                             "use scheduler.kind: moasha, or search one objective with tpe")
+        if sc is not None and sc.kind == "moasha":
+            objectives = sc.objectives or self.algorithm.objectives
+            if len(objectives) < 2:
+                raise ValueError("scheduler: moasha ranks on two or more objectives: set scheduler.objectives "
+                                 "(or algorithm.objectives)")
+            unknown = [o.metric for o in objectives if o.metric not in PER_EPOCH_OBJECTIVES]
+            if unknown:
+                raise ValueError(f"scheduler: moasha reads its objectives per epoch; {', '.join(unknown)} has no "
+                                 f"per-epoch reading (expected some of {', '.join(PER_EPOCH_OBJECTIVES)})")
         if self.scheduler is not None and self.scheduler.grace_period >= self.trial.train.epochs:
             raise ValueError(f"scheduler.grace_period = {self.scheduler.grace_period} leaves no rung before the "
                              f"last epoch (trial.train.epochs = {self.trial.train.epochs})")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import time
 from pathlib import Path
 
 import ray
@@ -108,11 +109,21 @@ def make_trainable(space: SearchSpace):
             with ckpt.as_directory() as d:
                 trainer.restore(Path(d) / CHECKPOINT_FILE)
 
-        asks_to_stop = space.scheduler is not None and space.scheduler.evaluate_stopped
+        sc = space.scheduler
+        # the trial reads the stop board after each epoch when a stop may end in an evaluation
+        asks_to_stop = sc is not None and (sc.evaluate_stopped or (sc.kind == "moasha" and sc.collapse_min_epoch))
         record = run_record(trainer)  # in every result: a trial the scheduler ends has no final one
         trial_id = tune.get_context().get_trial_id()
+        probe = sc is not None and sc.kind == "moasha" and "final/aolr" in [
+            o.metric for o in (sc.objectives or space.algorithm.objectives)]
 
         def report_epoch(metrics: dict, trainer) -> None:
+            if probe:  # MO-ASHA's per-epoch AoLR (metrics.probes.epoch_aolr), timed
+                from cmisweep.metrics.probes import epoch_aolr
+
+                t0 = time.perf_counter()
+                metrics["val/aolr"] = epoch_aolr(trainer.model, data.val_x, data.val_y, sc.probe_per_class, cfg.seed)
+                metrics["time/probe_s"] = time.perf_counter() - t0
             with tempfile.TemporaryDirectory(prefix="cmisweep-ckpt-") as d:
                 trainer.save(Path(d) / CHECKPOINT_FILE)
                 tune.report({**_numbers(metrics), **record}, checkpoint=tune.Checkpoint.from_directory(d))

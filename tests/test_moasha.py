@@ -1,0 +1,102 @@
+"""MO-ASHA as a Tune scheduler (cmisweep/sweep/moasha.py): rungs, replicate means, the collapse
+stop, records that survive a driver restart, and what the searcher is told about a stopped point."""
+import pickle
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from ray.tune.schedulers import TrialScheduler
+
+from cmisweep.sweep.moasha import MOASHA, per_epoch, rungs
+
+
+def scheduler(tmp_path=None, **over):
+    kw = dict(sweep="t", objectives=[("final/test/kl_z", "min"), ("final/aolr", "max")], ref=[50.0, 0.1], max_t=9,
+              grace_period=1, reduction_factor=3.0, evaluate_stopped=False, collapse_min_epoch=None,
+              records=None if tmp_path is None else tmp_path / "rungs.json")
+    return MOASHA(**{**kw, **over})
+
+
+def trial(tid, gamma, seed=0):
+    return SimpleNamespace(trial_id=tid, config={"point": {"preset": "cmi", "gamma": gamma, "seed": seed}})
+
+
+def result(epoch, kl, aolr):
+    return {"epoch": epoch, "val/kl_z": kl, "val/aolr": aolr}
+
+
+def test_rungs_and_per_epoch_readings():
+    assert rungs(1, 3, 9) == [1, 3] and rungs(2, 2, 10) == [2, 4, 8]
+    assert per_epoch("final/test/kl_z") == "val/kl_z" and per_epoch("final/aolr") == "val/aolr"
+
+
+def test_a_dominated_trial_stops_at_a_rung_and_the_front_goes_on():
+    s = scheduler()
+    go = lambda t, r: s.on_trial_result(None, t, r)  # noqa: E731
+    assert go(trial("a", 0.1), result(1, 5.0, 0.7)) == TrialScheduler.CONTINUE  # the first always goes on
+    assert go(trial("b", 0.2), result(1, 6.0, 0.6)) == TrialScheduler.STOP  # dominated by a: 1 of 2 goes on
+    assert go(trial("c", 0.3), result(1, 1.0, 0.68)) == TrialScheduler.CONTINUE  # on the front, the larger hypervolume share
+    assert go(trial("a", 0.1), result(2, 5.0, 0.7)) == TrialScheduler.CONTINUE  # not a rung
+    assert s.state["stopped"] == {"b": {"epoch": 1, "why": "dominated"}}
+    assert go(trial("a", 0.1), result(9, 50.0, 0.0)) == TrialScheduler.CONTINUE  # the last epoch: evaluated
+
+
+def test_replicates_are_ranked_by_their_points_mean():
+    """Two seeds of one point: the second replicate is judged by the point's mean, so one bad
+    seed of a good point does not stop it where the same reading alone would."""
+    s = scheduler()
+    s.on_trial_result(None, trial("a0", 0.1, 0), result(1, 2.0, 0.8))
+    s.on_trial_result(None, trial("b0", 0.2, 0), result(1, 3.0, 0.7))  # dominated by a: stopped
+    assert s.state["stopped"]["b0"]["why"] == "dominated"
+    # a's second seed reads worse than b did, but a's mean (2.5, 0.72) still dominates b
+    assert s.on_trial_result(None, trial("a1", 0.1, 1), result(1, 3.0, 0.64)) == TrialScheduler.CONTINUE
+
+
+def test_a_collapse_stops_only_once_kl_stays_below_the_threshold_from_the_minimum_epoch(monkeypatch):
+    """The screen's late riser (0.005, 0.006, 0.26) goes on; a trial below 0.1 nats at epoch 3
+    stops as collapsed, and through the stop board (it is evaluated): the scheduler lets it run on
+    to its evaluation, and the board holds the stop."""
+    s = scheduler(collapse_min_epoch=3, max_t=10, reduction_factor=100.0, grace_period=5)
+    for epoch, kl in ((1, 0.005), (2, 0.006), (3, 0.26)):
+        assert s.decide("late", "p", result(epoch, kl, 0.2)) is None
+    assert [s.decide("gone", "q", result(e, kl, 0.1)) for e, kl in ((1, 0.02), (2, 0.03), (3, 0.02))] == \
+        [None, None, "collapsed"]
+    judged = []
+    s._board = SimpleNamespace(judge=SimpleNamespace(remote=lambda *a: judged.append(a)))
+    monkeypatch.setattr("cmisweep.sweep.moasha.ray.get", lambda ref: None)
+    for e, kl in ((1, 0.01), (2, 0.01)):
+        assert s.on_trial_result(None, trial("g", 0.7), result(e, kl, 0.1)) == TrialScheduler.CONTINUE
+    assert s.on_trial_result(None, trial("g", 0.7), result(3, 0.01, 0.1)) == TrialScheduler.CONTINUE
+    assert judged == [("g", 1, False), ("g", 2, False), ("g", 3, True)]
+    assert s.state["stopped"]["g"] == {"epoch": 3, "why": "collapsed"}
+
+
+def test_rung_records_survive_a_driver_restart(tmp_path):
+    """Written after every decision and read back by a new scheduler and by one Tune unpickles
+    (as Tuner.restore does, from its state at creation): the decisions continue as if uninterrupted."""
+    whole = scheduler()
+    cut = scheduler(tmp_path)
+    pickled = pickle.dumps(cut)  # what Tune keeps: the scheduler as made, before any record
+    feed = [(trial("a", 0.1), result(1, 5.0, 0.7)), (trial("b", 0.2), result(1, 4.0, 0.75)),
+            (trial("c", 0.3), result(1, 6.0, 0.6)), (trial("d", 0.4), result(1, 3.0, 0.5))]
+    for t, r in feed[:2]:
+        whole.on_trial_result(None, t, r)
+        cut.on_trial_result(None, t, r)
+    restored = pickle.loads(pickled)
+    assert restored.state == cut.state and (tmp_path / "rungs.json").exists()
+    for t, r in feed[2:]:
+        assert restored.on_trial_result(None, t, r) == whole.on_trial_result(None, t, r)
+    assert restored.state == whole.state
+
+
+def test_the_searcher_learns_a_stopped_points_rung_values_not_a_failure():
+    from cmisweep.sweep.search import Replicates
+
+    told = []
+    inner = SimpleNamespace(metric=["final/test/kl_z", "final/aolr"], mode=["min", "max"],
+                            on_trial_complete=lambda tid, result=None, error=False: told.append((tid, result, error)))
+    r = Replicates.__new__(Replicates)
+    r.inner, r.repeat, r.groups, r.group_of, r.current = inner, 1, {"x": {"config": {}, "members": ["x"], "scores": {}}}, {"x": "x"}, None
+    r._metric, r._mode = inner.metric, inner.mode
+    r.on_trial_complete("x", result={"epoch": 1, "val/kl_z": 4.0, "val/aolr": 0.6, "cmisweep/status": "STOPPED"})
+    assert told == [("x", {"final/test/kl_z": 4.0, "final/aolr": 0.6}, False)]
