@@ -100,3 +100,43 @@ def test_the_searcher_learns_a_stopped_points_rung_values_not_a_failure():
     r._metric, r._mode = inner.metric, inner.mode
     r.on_trial_complete("x", result={"epoch": 1, "val/kl_z": 4.0, "val/aolr": 0.6, "cmisweep/status": "STOPPED"})
     assert told == [("x", {"final/test/kl_z": 4.0, "final/aolr": 0.6}, False)]
+
+
+@pytest.mark.slow(60)
+def test_nsga2_with_moasha_end_to_end(tmp_path):
+    """`cmisweep run` with NSGA-II and MO-ASHA on tiny real data: the per-epoch AoLR is reported,
+    the rung records are saved, a dominated stop ends its trial unevaluated and a collapse stop is
+    evaluated, and NSGA-II is told every point (none as a failure)."""
+    import json
+
+    import optuna
+    import pandas as pd
+    import yaml
+
+    from conftest import need_data
+    from helpers import cli, tiny_space
+
+    need_data("fashion-mnist")
+    t = tiny_space()["trial"]
+    space = tiny_space("mo", trial={**t, "train": {**t["train"], "epochs": 3, "steps_per_epoch": 4}}, concurrency=1,
+                       search={"presets": ["cmi"], "gamma": {"low": 0.0, "high": 1.0}, "seeds": [0]},
+                       algorithm={"kind": "nsga2", "num_samples": 4, "population_size": 2, "seed": 3,
+                                  "objectives": [{"metric": "final/test/kl_z", "mode": "min"},
+                                                 {"metric": "final/aolr", "mode": "max"}]},
+                       scheduler={"kind": "moasha", "grace_period": 1, "reduction_factor": 2, "collapse_min_epoch": 2})
+    (tmp_path / "mo.yaml").write_text(yaml.safe_dump(space))
+    results = tmp_path / "results"
+    r = cli("run", tmp_path / "mo.yaml", "--results", results, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    d = results / "mo"
+    trials = pd.read_parquet(d / "trials.parquet").set_index("trial_id")
+    epochs = pd.read_parquet(d / "epochs.parquet")
+    assert epochs["val/aolr"].between(0, 1).all() and epochs["time/probe_s"].gt(0).all()
+    records = json.loads((d / "moasha_rungs.json").read_text())
+    assert set(records["rungs"]["1"]) == set(trials.index)  # every trial reached the first rung
+    assert set(records["stopped"]) == set(trials.index[trials["status"] == "STOPPED"])
+    for tid, stop in records["stopped"].items():
+        evaluated = pd.notna(trials.loc[tid, "final/aolr"])
+        assert evaluated == (stop["why"] == "collapsed"), (tid, stop)
+    study = optuna.load_study(study_name="mo", storage=f"sqlite:///{d / 'optuna.db'}")
+    assert [tr.state for tr in study.trials] == [optuna.trial.TrialState.COMPLETE] * 4

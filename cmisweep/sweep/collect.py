@@ -97,7 +97,7 @@ def collect_epochs(exp_dir: str, space) -> pd.DataFrame:
         df = analysis.trial_dataframes.get(trial.trial_id)
         if df is None or df.empty or "epoch" not in df:
             continue
-        keep = ["epoch"] + [c for c in df.columns if c.startswith(("train/", "val/"))]
+        keep = ["epoch"] + [c for c in df.columns if c.startswith(("train/", "val/", "time/"))]
         df = df[df["epoch"].notna()][keep].dropna(how="all", subset=keep[1:])  # the final result is no epoch
         df = df.drop_duplicates("epoch", keep="last").copy()
         df.insert(0, "name", resolve(space, trial.config, trial.trial_id).name)
