@@ -8,7 +8,7 @@ from __future__ import annotations
 from functools import cached_property
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from cmisweep import migrate
 from cmisweep import regularizer as R
@@ -98,26 +98,20 @@ class PluginModelConfig(Strict):
 
     @model_validator(mode="after")
     def _check(self):
-        cls = self.plugin_class
-        try:
-            cls.Params.model_validate(self.params)
-        except ValidationError as e:
-            err = e.errors()[0]
-            raise ValueError(f"params.{'.'.join(map(str, err['loc']))}: {err['msg']} (model plug-in "
-                             f"{getattr(cls, 'name', self.plugin)}, got {err.get('input')!r})") from None
+        from cmisweep import plugins
+
+        plugins.check_params(self.plugin_class, self.params, "model")
         return self
 
     @cached_property
     def plugin_class(self):
         from cmisweep import plugins
 
-        cls = plugins.load(self.plugin, "model")
-        missing = [a for a in ("Params", "modality", "encode", "elbo_terms", "local_features", "generate")
-                   if not hasattr(cls, a)]
-        if missing or getattr(cls, "modality", None) not in ("image", "speech"):
-            raise plugins.PluginError(f"model plug-in {self.plugin!r} lacks {', '.join(missing) or 'a modality'}: "
-                                      "expected a SequentialVAE (cmisweep.models.protocol) with Params and modality "
-                                      "'image' or 'speech'")
+        expected = "a SequentialVAE (cmisweep.models.protocol) with Params and modality 'image' or 'speech'"
+        cls = plugins.load_checked(self.plugin, "model", ("name", "Params", "modality", "encode", "elbo_terms",
+                                                          "local_features", "generate"), expected)
+        if cls.modality not in ("image", "speech"):
+            raise plugins.PluginError(f"model plug-in {self.plugin!r} has modality {cls.modality!r}: expected {expected}")
         return cls
 
 
@@ -186,13 +180,9 @@ class RegularizerConfig(Strict):
             raise ValueError(f"preset {self.preset!r} is a built-in; a plug-in needs a name of its own")
         if self.alpha is not None:
             raise ValueError("alpha is the paper's cmi only; a plug-in's parameters go under params")
-        try:
-            self.plugin_class.Params.model_validate(self.plugin_params)
-        except ValidationError as e:  # the first problem, on one line, under the key the user wrote
-            err = e.errors()[0]
-            where = ".".join(str(x) for x in err["loc"])
-            raise ValueError(f"params.{where}: {err['msg']} (plug-in {self.plugin_class.name}, "
-                             f"got {err.get('input')!r})") from None
+        from cmisweep import plugins
+
+        plugins.check_params(self.plugin_class, self.plugin_params, "regularizer")
         return self
 
     @cached_property
@@ -200,15 +190,11 @@ class RegularizerConfig(Strict):
         """The plug-in's class, loaded and checked (a PluginError, one line, if not)."""
         from cmisweep import plugins
 
-        cls = plugins.load(self.plugin, "regularizer")
         # what the trainer calls (regularizer_api.Plugin has it all), checked without importing the
         # trainer's layer into the configs'
-        missing = [a for a in ("name", "Params", "aux_steps", "networks", "loss", "aux_loss", "state_dict",
-                               "load_state_dict") if not hasattr(cls, a)]
-        if not isinstance(cls, type) or missing:
-            raise plugins.PluginError(f"regularizer plug-in {self.plugin!r} lacks {', '.join(missing) or 'a class'}: "
-                                      "expected a subclass of cmisweep.regularizer_api.Plugin")
-        return cls
+        return plugins.load_checked(self.plugin, "regularizer", ("name", "Params", "aux_steps", "networks", "loss",
+                                                                 "aux_loss", "state_dict", "load_state_dict"),
+                                    "a subclass of cmisweep.regularizer_api.Plugin")
 
     @property
     def plugin_params(self) -> dict:

@@ -89,6 +89,28 @@ def load(ref: str, kind: str):
     return getattr(obj, attr)
 
 
+def load_checked(ref: str, kind: str, needs: tuple[str, ...], expected: str):
+    """A plug-in class that has every attribute in `needs`, or a PluginError naming what it lacks."""
+    cls = load(ref, kind)
+    missing = [a for a in needs if not hasattr(cls, a)]
+    if not isinstance(cls, type) or missing:
+        raise PluginError(f"{kind} plug-in {ref!r} lacks {', '.join(missing) or 'a class'}: expected {expected}")
+    return cls
+
+
+def check_params(cls, params: dict, kind: str) -> None:
+    """Validate a plug-in's parameters with its pydantic Params: the first problem as one line
+    (ValueError) under the key the user wrote (params.<key>)."""
+    from pydantic import ValidationError
+
+    try:
+        cls.Params.model_validate(params)
+    except ValidationError as e:
+        err = e.errors()[0]
+        raise ValueError(f"params.{'.'.join(map(str, err['loc']))}: {err['msg']} ({kind} plug-in "
+                         f"{getattr(cls, 'name', cls.__name__)}, got {err.get('input')!r})") from None
+
+
 def runtime_modules(refs: list[str]) -> list[str]:
     """Local paths Ray's runtime_env py_modules needs so that workers import these plug-ins: a file
     reference's file, or the top-level package (or single module) of an import path outside the
