@@ -90,16 +90,28 @@ def test_rung_records_survive_a_driver_restart(tmp_path):
 
 
 def test_the_searcher_learns_a_stopped_points_rung_values_not_a_failure():
+    """A point whose replicates MO-ASHA all stopped unevaluated is told their rung readings' mean;
+    a point with one evaluated replicate is told the final values alone (a rung reading is not a
+    final one); a point whose replicates all failed is still a failure."""
     from cmisweep.sweep.search import Replicates
 
     told = []
     inner = SimpleNamespace(metric=["final/test/kl_z", "final/aolr"], mode=["min", "max"],
                             on_trial_complete=lambda tid, result=None, error=False: told.append((tid, result, error)))
     r = Replicates.__new__(Replicates)
-    r.inner, r.repeat, r.groups, r.group_of, r.current = inner, 1, {"x": {"config": {}, "members": ["x"], "scores": {}}}, {"x": "x"}, None
+    r.inner, r.repeat, r.current = inner, 2, None
+    r.groups = {g: {"config": {}, "members": [g, g + "1"], "scores": {}} for g in ("x", "y", "z")}
+    r.group_of = {t: t[0] for g in ("x", "y", "z") for t in (g, g + "1")}
     r._metric, r._mode = inner.metric, inner.mode
-    r.on_trial_complete("x", result={"epoch": 1, "val/kl_z": 4.0, "val/aolr": 0.6, "cmisweep/status": "STOPPED"})
-    assert told == [("x", {"final/test/kl_z": 4.0, "final/aolr": 0.6}, False)]
+    stopped = lambda kl, a: {"epoch": 1, "val/kl_z": kl, "val/aolr": a, "cmisweep/status": "STOPPED"}  # noqa: E731
+    r.on_trial_complete("x", result=stopped(4.0, 0.6))
+    r.on_trial_complete("x1", result=stopped(6.0, 0.5))
+    r.on_trial_complete("y", result=stopped(4.0, 0.6))
+    r.on_trial_complete("y1", result={**stopped(9.0, 0.1), "final/test/kl_z": 8.0, "final/aolr": 0.7})
+    r.on_trial_complete("z", result={"epoch": 1, "cmisweep/status": "FAILED"})
+    r.on_trial_complete("z1", result={"epoch": 1, "cmisweep/status": "FAILED"})
+    assert told == [("x", {"final/test/kl_z": 5.0, "final/aolr": 0.55}, False),
+                    ("y", {"final/test/kl_z": 8.0, "final/aolr": 0.7}, False), ("z", None, True)]
 
 
 @pytest.mark.slow(60)

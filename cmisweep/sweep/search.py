@@ -80,12 +80,16 @@ class Replicates(Searcher):
             return
         group = self.groups[first]
         metrics = self.metric if isinstance(self.metric, list) else [self.metric]
-        group["scores"].setdefault(trial_id, {m: _reading(result or {}, m) for m in metrics})
+        result = result or {}
+        group["scores"].setdefault(trial_id, {m: _number(result.get(m)) for m in metrics})
+        group.setdefault("rung", {}).setdefault(trial_id, {m: _rung_reading(result, m) for m in metrics})
         if len(group["scores"]) < self.repeat:
             return
-        scores = list(group["scores"].values())
-        means = {m: float(np.nanmean([s[m] for s in scores])) if any(np.isfinite(s[m]) for s in scores)
-                 else float("nan") for m in metrics}
+        # the replicates' final values; where none has one (every replicate stopped unevaluated by
+        # MO-ASHA), their readings at the rungs they reached (_rung_reading)
+        means = {m: _mean([s[m] for s in group["scores"].values()]) for m in metrics}
+        means = {m: v if np.isfinite(v) else _mean([s[m] for s in group.get("rung", {}).values()])
+                 for m, v in means.items()}
         if all(np.isfinite(v) for v in means.values()):
             self.inner.on_trial_complete(first, result=means)
         else:  # every replicate failed or was stopped unevaluated: a failed point, not a NaN score
@@ -114,14 +118,18 @@ class Replicates(Searcher):
             self.inner.restore(str(inner))
 
 
-def _reading(result: dict, metric: str) -> float:
-    """A trial's value of an objective: its final metric, or for a trial MO-ASHA stopped without
-    an evaluation, its reading at the rung it reached (val/kl_z, val/aolr: moasha.per_epoch), so
-    that the searcher learns a dominated point rather than a failed one (docs/design.md 6.2)."""
+def _rung_reading(result: dict, metric: str) -> float:
+    """A trial's reading of an objective at the last epoch it reported (val/kl_z, val/aolr:
+    moasha.per_epoch): what the searcher is told of a point whose every replicate MO-ASHA stopped
+    unevaluated, so that it learns a dominated point rather than a failed one (docs/design.md 6.2).
+    A trial that failed reports no reading."""
     from cmisweep.sweep.moasha import per_epoch
 
-    value = _number(result.get(metric))
-    return value if np.isfinite(value) else _number(result.get(per_epoch(metric)))
+    return _number(result.get(per_epoch(metric)))
+
+
+def _mean(values: list[float]) -> float:
+    return float(np.nanmean(values)) if any(np.isfinite(v) for v in values) else float("nan")
 
 
 def _number(v) -> float:
