@@ -145,10 +145,20 @@ def test_nsga2_with_moasha_end_to_end(tmp_path):
     epochs = pd.read_parquet(d / "epochs.parquet")
     assert epochs["val/aolr"].between(0, 1).all() and epochs["time/probe_s"].gt(0).all()
     records = json.loads((d / "moasha_rungs.json").read_text())
+    assert records["stopped"] and (trials["status"] == "FINISHED").any()  # some stopped, some finished
     assert set(records["rungs"]["1"]) == set(trials.index)  # every trial reached the first rung
     assert set(records["stopped"]) == set(trials.index[trials["status"] == "STOPPED"])
     for tid, stop in records["stopped"].items():
         evaluated = pd.notna(trials.loc[tid, "final/aolr"])
         assert evaluated == (stop["why"] == "collapsed"), (tid, stop)
+        assert trials.loc[tid, "stop_reason"] == stop["why"]  # the reports say why
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{results / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("mo").experiment_id], "tags.`cmisweep.role` = 'trial'")
+    why = {r.data.tags["cmisweep.trial_id"]: r.data.tags.get("cmisweep.stop_reason") for r in runs}
+    assert why == {tid: records["stopped"].get(tid, {}).get("why") for tid in trials.index}  # and MLflow does
+    report = (d / "reports" / "report.md").read_text()
+    assert all(f"({s['why']})" in report for s in records["stopped"].values())
     study = optuna.load_study(study_name="mo", storage=f"sqlite:///{d / 'optuna.db'}")
     assert [tr.state for tr in study.trials] == [optuna.trial.TrialState.COMPLETE] * 4

@@ -75,7 +75,13 @@ def load_space_dict(d, tmp=None):
     ({"scheduler": {"grace_period": 1}, "search": {"gamma": {"low": 0.0, "high": 0.5}},
       "algorithm": {"kind": "nsga2", "num_samples": 4, "objectives": [
           {"metric": "final/test/kl_z", "mode": "min"}, {"metric": "final/aolr", "mode": "max"}]}},
-     None, "Pareto front"),
+     None, "Pareto front (a small KL(z) costs ELBO); use scheduler.kind: moasha"),
+    # MO-ASHA: two or more objectives, each with a per-epoch reading
+    ({"scheduler": {"kind": "moasha", "grace_period": 1}, "trial": {"train": {"epochs": 3}}}, None,
+     "two or more objectives"),
+    ({"scheduler": {"kind": "moasha", "grace_period": 1, "objectives": [
+        {"metric": "final/test/kl_z", "mode": "min"}, {"metric": "final/mcas", "mode": "max"}]},
+      "trial": {"train": {"epochs": 3}}}, None, "final/mcas has no per-epoch reading"),
     ({"scheduler": {"grace_period": 1}}, None, "no rung before the last epoch"),
     ({"search": {"gamma": {"low": 0.0, "high": 0.5}},
       "algorithm": {"kind": "tpe", "num_samples": 4, "objectives": [{"metric": "val/elbo", "mode": "max"}]}},

@@ -125,6 +125,7 @@ def trials_section(trials: pd.DataFrame, tables: dict, points: pd.DataFrame | No
     if len(stopped):
         lines += ["## Stopped early by the scheduler", ""] + [
             f"- {r['name']}: at epoch {r['stopped_at']}" + ("" if pd.isna(r.get(KL)) else ", evaluated")
+            + (f" ({r['stop_reason']})" if pd.notna(r.get("stop_reason")) else "")
             for _, r in stopped.iterrows()] + [""]
     tests = tables.get("paired_tests", pd.DataFrame())
     if len(tests):

@@ -52,6 +52,22 @@ def point_key(config: dict) -> str:
     return json.dumps(point, sort_keys=True, default=str)
 
 
+def stop_reasons(sweep_dir: str | Path) -> dict[str, str]:
+    """trial id -> why MO-ASHA stopped it ('dominated' or 'collapsed'), from a sweep's records."""
+    path = Path(sweep_dir) / RUNGS_FILE
+    if not path.exists():
+        return {}
+    return {tid: stop["why"] for tid, stop in json.loads(path.read_text()).get("stopped", {}).items()}
+
+
+def with_stop_reasons(trials, sweep_dir: str | Path):
+    """trials.parquet's frame with `stop_reason` where MO-ASHA stopped a trial (else unchanged)."""
+    reasons = stop_reasons(sweep_dir)
+    if not reasons or not len(trials):
+        return trials
+    return trials.assign(stop_reason=trials["trial_id"].map(reasons))
+
+
 class MOASHA(FIFOScheduler):
     def __init__(self, *, sweep: str, objectives: list[tuple[str, str]], ref: list[float], max_t: int,
                  grace_period: int, reduction_factor: float, evaluate_stopped: bool,

@@ -315,7 +315,10 @@ def _conclude(space, sweep_dir: Path, uri: str, sweep_run, exp_dir: str, wall: f
     from cmisweep.sweep.progress import summary_table
 
     collect_models(exp_dir, space, sweep_dir / MODELS_DIR)
-    frame = write_reports(sweep_dir, space, collect_trials(exp_dir, space), collect_epochs(exp_dir, space))
+    from cmisweep.sweep.moasha import with_stop_reasons
+
+    trials = with_stop_reasons(collect_trials(exp_dir, space), sweep_dir)
+    frame = write_reports(sweep_dir, space, trials, collect_epochs(exp_dir, space))
     sweep_run.log_reports(sweep_dir / "reports", frame)
     count = (lambda status: int((frame["status"] == status).sum()) if len(frame) else 0)
     failed, stopped, evaluated = count(TrialStatus.FAILED), count(TrialStatus.STOPPED), len(evaluated_trials(frame))
@@ -407,7 +410,9 @@ def report(sweep: str, results_root: str | Path = "results", against: str | None
     if live:
         meta = json.loads((d / "sweep.json").read_text())
         exp_dir = experiment_dir(d, meta)
-        trials, epochs = collect_trials(exp_dir, space), collect_epochs(exp_dir, space)
+        from cmisweep.sweep.moasha import with_stop_reasons
+
+        trials, epochs = with_stop_reasons(collect_trials(exp_dir, space), d), collect_epochs(exp_dir, space)
         collect_models(exp_dir, space, d / MODELS_DIR)  # any a sweep's end did not copy (a driver killed there)
         if not len(trials) and (d / "trials.parquet").exists():  # Tune's state is gone: the files remain
             trials, epochs = _committed_trials(d)

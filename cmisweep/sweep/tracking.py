@@ -26,6 +26,7 @@ from cmisweep.errors import ConfigError
 from cmisweep.status import EVALUATED, RunStatus, TrialStatus
 from cmisweep.sweep.collect import error_message
 from cmisweep.sweep.outbox import Outbox
+from cmisweep.sweep.moasha import stop_reasons
 from cmisweep.sweep.trainable import ERROR, STATUS, STOPPED_AT
 from cmisweep.trial import flat_params
 from cmisweep.vocabulary import is_number, plot_file
@@ -39,6 +40,7 @@ TAG_FINAL = "cmisweep.final_logged"
 TAG_STATUS = "cmisweep.status"
 TAG_ERROR = "cmisweep.error"
 TAG_STOPPED_AT = "cmisweep.stopped_at"
+TAG_STOP_REASON = "cmisweep.stop_reason"  # MO-ASHA's: dominated, or collapsed
 TUNE_KEYS = {"time_this_iter_s", "timestamp", "training_iteration", "pid", "time_total_s", "done",
              "iterations_since_restore", "time_since_restore", "checkpoint_dir_name"}
 
@@ -309,6 +311,9 @@ class TrialLogger(tune.Callback):
             tags.append(RunTag(TAG_STOPPED_AT, str(int(last.get("epoch", 0)))))
         elif STOPPED_AT in last:
             tags.append(RunTag(TAG_STOPPED_AT, str(int(last[STOPPED_AT]))))
+        why = stop_reasons(self.outbox_file.parent).get(trial.trial_id) if self.outbox_file is not None else None
+        if status == TrialStatus.STOPPED and why:  # MO-ASHA's reason (moasha_rungs.json, by the outbox)
+            tags.append(RunTag(TAG_STOP_REASON, why))
         self.client.log_batch(run_id, tags=[RunTag(TAG_STATUS, str(status)), *tags])
         self.client.set_terminated(run_id, RunStatus.FAILED if status == TrialStatus.FAILED else RunStatus.FINISHED)
 
