@@ -21,7 +21,7 @@ import torch.nn as nn
 
 from cmisweep import critic_training
 from cmisweep import regularizer as R
-from cmisweep.regularizer_api import Plugin, Step, elbo_loss  # noqa: F401 - elbo_loss re-exported for plug-ins
+from cmisweep.regularizer_api import Plugin, Step
 from cmisweep.files import atomic_write
 from cmisweep.config import TrainConfig
 from cmisweep.device import auto_precision, autocast
