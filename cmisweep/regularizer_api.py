@@ -18,6 +18,7 @@ it trains networks of its own). The paper's methods are `PaperJ`, through the sa
 """
 from __future__ import annotations
 
+import abc
 import contextlib
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, ContextManager
@@ -59,8 +60,8 @@ class NoParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class Plugin:
-    """Base of a regularizer. Subclasses set the class attributes and override `loss`."""
+class Plugin(abc.ABC):
+    """Base of a regularizer. Subclasses set the class attributes and define `loss`."""
 
     name: ClassVar[str] = "plugin"
     Params: ClassVar[type[BaseModel]] = NoParams
@@ -74,13 +75,14 @@ class Plugin:
     def networks(self) -> nn.ModuleDict:
         return nn.ModuleDict()
 
+    @abc.abstractmethod
     def loss(self, step: Step) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """(-J for this batch, a scalar; named batch means to log as train/<name>, val/<name>)."""
-        raise NotImplementedError
 
     def aux_loss(self, nets: nn.ModuleDict, z: torch.Tensor, s: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """The loss of networks() on detached encodings (z, s) of the batch x."""
-        raise NotImplementedError(f"{self.name} trains networks: define aux_loss")
+        """The loss of networks() on detached encodings (z, s) of the batch x; a regularizer with
+        networks of its own defines it (none: the trainer never calls it)."""
+        raise TypeError(f"regularizer {self.name} has networks to train but no aux_loss")
 
     def state_dict(self) -> dict:
         """Any state of its own beyond networks() to checkpoint (e.g. a generator's state)."""

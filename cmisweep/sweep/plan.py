@@ -106,11 +106,12 @@ def step_times(space: SearchSpace, points: list[dict]) -> dict[str, float]:
     for p in points:
         if p["preset"] in step_by_preset:
             continue
-        reg = trial_config(space, p).regularizer
+        cfg = trial_config(space, p)
+        reg = cfg.regularizer
         key = (reg.objective.uses_m, reg.objective.uses_c) if reg.plugin is None else (reg.plugin,)
         if key not in by_critics:
             try:
-                by_critics[key] = measure_step(trial_config(space, p))
+                by_critics[key] = measure_step(cfg)
             except Exception as e:  # noqa: BLE001 - a plug-in's own code
                 why = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
                 raise CmisweepError(f"--dry-run: a training step of {p['preset']} failed ({type(e).__name__}: "
