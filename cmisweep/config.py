@@ -279,6 +279,9 @@ class EvalConfig(Strict):
     ihat: IhatConfig | None = IhatConfig()
     probes: bool = True  # AoLR, AoSVM
     probe_per_class: PosInt = 100
+    # the per-epoch AoLR probe (val/aolr, metrics.probes.epoch_aolr): labelled validation images per
+    # class it fits on; null: off, unless MO-ASHA ranks on final/aolr (sweep.space.epoch_probe)
+    epoch_probe: PosInt | None = None
     mcas: bool = True  # mCAS, mCAS(SVM) and the real-image baseline
     mcas_real_per_class: PosInt = 10
     mcas_samples: PosInt = 10

@@ -162,3 +162,21 @@ def test_nsga2_with_moasha_end_to_end(tmp_path):
     assert all(f"({s['why']})" in report for s in records["stopped"].values())
     study = optuna.load_study(study_name="mo", storage=f"sqlite:///{d / 'optuna.db'}")
     assert [tr.state for tr in study.trials] == [optuna.trial.TrialState.COMPLETE] * 4
+
+
+def test_the_per_epoch_probe_is_on_where_moasha_ranks_on_aolr_or_the_trial_asks():
+    """epoch_probe: MO-ASHA ranking on final/aolr turns the probe on; a plain sweep records it only
+    with trial.evaluation.epoch_probe (the benchmark's plain NSGA-II run replays MO-ASHA on it)."""
+    from cmisweep.sweep.space import MOASHA_PROBE_PER_CLASS, SearchSpace, epoch_probe, trial_config
+
+    two = {"kind": "nsga2", "num_samples": 2, "objectives": [{"metric": "final/test/kl_z", "mode": "min"},
+                                           {"metric": "final/aolr", "mode": "max"}]}
+    base = {"name": "p", "search": {"presets": ["cmi"], "gamma": {"low": 0.0, "high": 1.0}},
+            "algorithm": two}
+    plain = SearchSpace.model_validate(base)
+    mo = SearchSpace.model_validate({**base, "scheduler": {"kind": "moasha", "grace_period": 1}})
+    asked = SearchSpace.model_validate({**base, "trial": {"evaluation": {"epoch_probe": 7}}})
+    cfg = lambda s: trial_config(s, {"preset": "cmi", "gamma": 0.1, "seed": 0})  # noqa: E731
+    assert epoch_probe(plain, cfg(plain)) is None
+    assert epoch_probe(mo, cfg(mo)) == MOASHA_PROBE_PER_CLASS
+    assert epoch_probe(asked, cfg(asked)) == 7

@@ -39,6 +39,9 @@ from cmisweep.regularizer import PRESETS
 # the final objectives MO-ASHA can read per epoch (cmisweep.sweep.moasha.per_epoch): validation
 # KL(z), and AoLR from the per-epoch probe on labelled validation images
 PER_EPOCH_OBJECTIVES = ("final/test/kl_z", "final/aolr")
+# the per-epoch AoLR probe's labelled images per class where MO-ASHA ranks on it and the trial
+# sets no trial.evaluation.epoch_probe of its own
+MOASHA_PROBE_PER_CLASS = 20
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
@@ -211,11 +214,9 @@ class Scheduler(Strict):
     evaluate_stopped: bool = False
     # moasha (MO-ASHA, cmisweep.sweep.moasha): the objectives it ranks each rung on, read per epoch
     # (default: the algorithm's); a collapse stop once val KL(z) stayed below the threshold from
-    # this epoch on (null: none; 3 at the image study's budget, docs/design.md 6.2); the labelled
-    # validation images per class of the per-epoch AoLR probe (fit on as many, scored on the rest)
+    # this epoch on (null: none; 3 at the image study's budget, docs/design.md 6.2)
     objectives: list[Objective] = []
     collapse_min_epoch: PosInt | None = None
-    probe_per_class: PosInt = 20
 
     @field_validator("metric")
     @classmethod
@@ -330,6 +331,18 @@ def plugin_refs(space: SearchSpace) -> list[str]:
     refs = [space.search.plugin_ref(p) for p in space.search.presets if p not in PRESETS]
     refs += [r for r in (space.trial.regularizer.plugin, getattr(space.trial.model, "plugin", None)) if r]
     return list(dict.fromkeys(refs))
+
+
+def epoch_probe(space: SearchSpace, cfg: TrialConfig) -> int | None:
+    """Labelled validation images per class of a trial's per-epoch AoLR probe (val/aolr), or None
+    for no probe: the trial's own evaluation.epoch_probe, else MOASHA_PROBE_PER_CLASS where MO-ASHA
+    ranks its rungs on final/aolr."""
+    if cfg.evaluation.epoch_probe is not None:
+        return cfg.evaluation.epoch_probe
+    sc = space.scheduler
+    ranks_aolr = sc is not None and sc.kind == "moasha" and "final/aolr" in [
+        o.metric for o in (sc.objectives or space.algorithm.objectives)]
+    return MOASHA_PROBE_PER_CLASS if ranks_aolr else None
 
 
 def point_name(point: dict) -> str:

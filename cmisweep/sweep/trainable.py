@@ -23,7 +23,7 @@ from ray import tune
 from cmisweep.errors import TrainingDiverged
 from cmisweep.status import TrialStatus
 from cmisweep.sweep.search import resolve
-from cmisweep.sweep.space import SearchSpace
+from cmisweep.sweep.space import SearchSpace, epoch_probe
 from cmisweep.kept_model import save_kept
 from cmisweep.trial import build_trainer, finish
 from cmisweep.device import cpu_bf16_features, cpu_model
@@ -114,15 +114,14 @@ def make_trainable(space: SearchSpace):
         asks_to_stop = sc is not None and (sc.evaluate_stopped or (sc.kind == "moasha" and sc.collapse_min_epoch))
         record = run_record(trainer)  # in every result: a trial the scheduler ends has no final one
         trial_id = tune.get_context().get_trial_id()
-        probe = sc is not None and sc.kind == "moasha" and "final/aolr" in [
-            o.metric for o in (sc.objectives or space.algorithm.objectives)]
+        probe = epoch_probe(space, cfg)
 
         def report_epoch(metrics: dict, trainer) -> None:
-            if probe:  # MO-ASHA's per-epoch AoLR (metrics.probes.epoch_aolr), timed
+            if probe:  # the per-epoch AoLR (metrics.probes.epoch_aolr; MO-ASHA ranks on it), timed
                 from cmisweep.metrics.probes import epoch_aolr
 
                 t0 = time.perf_counter()
-                metrics["val/aolr"] = epoch_aolr(trainer.model, data.val_x, data.val_y, sc.probe_per_class, cfg.seed)
+                metrics["val/aolr"] = epoch_aolr(trainer.model, data.val_x, data.val_y, probe, cfg.seed)
                 metrics["time/probe_s"] = time.perf_counter() - t0
             with tempfile.TemporaryDirectory(prefix="cmisweep-ckpt-") as d:
                 trainer.save(Path(d) / CHECKPOINT_FILE)
