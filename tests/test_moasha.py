@@ -127,6 +127,7 @@ def test_nsga2_with_moasha_killed_mid_rung_then_resumed(tmp_path):
     import subprocess
     import sys
     import time
+    from pathlib import Path
 
     import optuna
     import pandas as pd
@@ -177,8 +178,10 @@ def test_nsga2_with_moasha_killed_mid_rung_then_resumed(tmp_path):
         for tid, entry in rung.items():
             assert records["rungs"][epoch][tid]["point"] == entry["point"], (epoch, tid)
     assert before["stopped"].items() <= records["stopped"].items()
-    for tid in before["stopped"]:  # a trial stopped before the kill does not train again
-        assert f"{trials.loc[tid, 'name']}: epoch" not in r.stderr
+    for tid, stop in before["stopped"].items():  # stopped before the kill: it trains no further and stays stopped
+        # (a kill between the record and Tune acting on it brings the trial back from its checkpoint)
+        later = [f"{trials.loc[tid, 'name']}: epoch {e}/3" for e in range(stop["epoch"] + 1, 4)]
+        assert not any(line in r.stderr for line in later), tid
     assert records["stopped"] and (trials["status"] == "FINISHED").any()  # some stopped, some finished
     assert set(records["rungs"]["1"]) == set(trials.index)  # every trial reached the first rung
     assert set(records["stopped"]) == set(trials.index[trials["status"] == "STOPPED"])
@@ -194,6 +197,11 @@ def test_nsga2_with_moasha_killed_mid_rung_then_resumed(tmp_path):
     assert why == {tid: records["stopped"].get(tid, {}).get("why") for tid in trials.index}  # and MLflow does
     report = (d / "reports" / "report.md").read_text()
     assert all(f"({s['why']})" in report for s in records["stopped"].values())
+    # the offline replay (bench/moasha_replay.py) reads the same sweep's history and prices it
+    replayed = subprocess.run([sys.executable, str(Path(__file__).resolve().parents[1] / "bench" / "moasha_replay.py"),
+                               str(d), "--grace", "1", "--eta", "2", "--collapse-min-epoch", "2", "--workers", "1"],
+                              capture_output=True, text=True, timeout=120)
+    assert replayed.returncode == 0 and "replayed on 4 trials" in replayed.stdout, replayed.stderr[-2000:]
     study = optuna.load_study(study_name="mo", storage=f"sqlite:///{d / 'optuna.db'}")
     # every point told, none as a failure (a point asked just before the kill may stay RUNNING in the
     # study: the resumed searcher asks its own, as test_search_e2e's killed NSGA-II sweep shows)
@@ -217,3 +225,49 @@ def test_the_per_epoch_probe_is_on_where_moasha_ranks_on_aolr_or_the_trial_asks(
     assert epoch_probe(plain, cfg(plain)) is None
     assert epoch_probe(mo, cfg(mo)) == MOASHA_PROBE_PER_CLASS
     assert epoch_probe(asked, cfg(asked)) == 7
+
+
+def test_the_offline_replay_stops_what_the_live_scheduler_would_and_prices_it():
+    """bench/moasha_replay.py on a synthetic history, one slot, grace 1, eta 2, collapse from
+    epoch 2: b is dominated by a at rung 1 (stopped, unevaluated), c's KL(z) stays below the
+    threshold (stopped at epoch 2 and evaluated), a runs to the end; CPU 35 + 10 + 25 s against
+    3 x 35 s, and the kept front's hypervolume is the full run's (b was dominated)."""
+    import importlib.util
+    from pathlib import Path
+
+    import pandas as pd
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "moasha_replay.py"
+    spec = importlib.util.spec_from_file_location("moasha_replay", path)
+    mr = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mr)
+    finals = {"a": (1.0, 0.9), "b": (2.0, 0.8), "c": (0.01, 0.2)}
+    trials = pd.DataFrame([{"trial_id": tid, "name": tid, "preset": "cmi", "gamma": g, "alpha": None, "seed": 0,
+                            "status": "FINISHED", "final/test/kl_z": kl, "final/aolr": ao, "final/time/eval_s": 5.0}
+                           for g, (tid, (kl, ao)) in zip((0.1, 0.2, 0.3), finals.items())])
+    epochs = pd.DataFrame([{"trial_id": tid, "epoch": e, "val/kl_z": kl, "val/aolr": ao, "time/epoch_s": 9.0,
+                            "time/probe_s": 1.0} for tid, (kl, ao) in finals.items() for e in (1, 2, 3)])
+    r = mr.replay(trials, epochs, max_t=3, grace=1, eta=2.0, collapse_min_epoch=2, ref=[50.0, 0.1],
+                  workers=1).set_index("trial_id")
+    assert r.loc["b", "why"] == "dominated" and r.loc["b", "stopped_at"] == 1
+    assert r.loc["c", "why"] == "collapsed" and r.loc["c", "stopped_at"] == 2
+    assert pd.isna(r.loc["a", "why"])
+    assert r["cpu_s"].to_dict() == {"a": 35.0, "b": 10.0, "c": 25.0}
+    assert r["cpu_s_full"].to_dict() == {"a": 32.0, "b": 32.0, "c": 32.0}  # no probe without MO-ASHA
+    kept = trials[trials["trial_id"] != "b"]
+    assert mr.front_hypervolume(kept, [50.0, 0.1]) == mr.front_hypervolume(trials, [50.0, 0.1]) > 0
+
+
+def test_a_stop_recorded_before_a_driver_kill_stands_when_the_trial_comes_back(tmp_path):
+    """Killed after the records said 'stopped' but before Tune stopped the trial: back from its
+    checkpoint, the trial is stopped again at that epoch, though ranked among more trials it would
+    now go on (red when the rung is decided again)."""
+    s = scheduler(tmp_path)
+    go = lambda sch, t, r: sch.on_trial_result(None, t, r)  # noqa: E731
+    assert go(s, trial("a", 0.1), result(1, 5.0, 0.7)) == TrialScheduler.CONTINUE
+    assert go(s, trial("b", 0.2), result(1, 6.0, 0.6)) == TrialScheduler.STOP
+    back = pickle.loads(pickle.dumps(s))  # Tune's restore; the records come from the file
+    assert go(back, trial("c", 0.3), result(1, 9.0, 0.1)) == TrialScheduler.STOP  # c and d rank below b
+    assert go(back, trial("d", 0.4), result(1, 8.0, 0.2)) == TrialScheduler.STOP
+    assert go(back, trial("b", 0.2), result(1, 6.0, 0.6)) == TrialScheduler.STOP
+    assert back.state["stopped"]["b"] == {"epoch": 1, "why": "dominated"}

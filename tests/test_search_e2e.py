@@ -52,14 +52,18 @@ def _check_mlflow(results, name, trials):
 
 @pytest.mark.slow(40)
 def test_tpe_sweep_without_scheduler(fmnist_dir, tmp_path):
-    space = tiny_space("tpe", trial=_trial(), search={"presets": ["beta", "cmi"], "gamma": {"low": 0.1, "high": 0.9},
-                                                      "seeds": [0]},
+    trial = _trial()  # with the per-epoch AoLR probe, which a sweep without MO-ASHA records only when asked
+    trial["evaluation"] = {**trial["evaluation"], "epoch_probe": 5}
+    space = tiny_space("tpe", trial=trial, search={"presets": ["beta", "cmi"], "gamma": {"low": 0.1, "high": 0.9},
+                                                   "seeds": [0]},
                        algorithm={"kind": "tpe", "num_samples": 2, "objectives": [{"metric": AOLR, "mode": "max"}]})
     results = tmp_path / "results"
     r = cli("run", write_space(tmp_path, space), "--results", results, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     trials = pd.read_parquet(results / "tpe" / "trials.parquet")
     assert len(trials) == 2 and (trials["status"] == "FINISHED").all() and trials[AOLR].between(0, 1).all()
+    epochs = pd.read_parquet(results / "tpe" / "epochs.parquet")
+    assert len(epochs) == 2 and epochs["val/aolr"].between(0, 1).all() and epochs["time/probe_s"].gt(0).all()
     study = _study(results, "tpe")
     told = sorted(t.value for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE)
     assert told == pytest.approx(sorted(trials[AOLR]))

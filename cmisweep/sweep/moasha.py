@@ -111,6 +111,11 @@ class MOASHA(FIFOScheduler):
         kl = [seen.get(str(e), np.nan) for e in range(1, epoch + 1)]
         if epoch >= self.max_t:
             return None  # the last epoch: on to its evaluation
+        prior = self.state["stopped"].get(trial_id)
+        if prior is not None and epoch >= prior["epoch"]:
+            # stopped before a driver kill that came before Tune acted on it: the trial is back from its
+            # checkpoint, and the decision stands (ranked again among more trials, it could go on)
+            return prior["why"]
         if self.collapse_min_epoch is not None and mo_rungs.collapsed_for_good(kl, COLLAPSE_KL, self.collapse_min_epoch):
             return "collapsed"
         if epoch not in self.rungs:

@@ -1,0 +1,171 @@
+"""MO-ASHA replayed offline on a finished sweep's per-epoch history (issue 33; docs/design.md 6.2).
+
+    .venv/bin/python bench/moasha_replay.py results/studies/fmnist-moasha-bench/plain \
+        [--grace 2 --eta 3 --collapse-min-epoch 3] [--workers 2] [--out replay.csv]
+
+The sweep must have run with the per-epoch AoLR probe (trial.evaluation.epoch_probe), so that its
+epochs.parquet holds val/kl_z and val/aolr. The replay feeds each epoch's readings to the same
+MOASHA.decide the live scheduler runs, in the order a run on `workers` trial slots would see them:
+trials start in the order they were created, each on the first free slot, epoch e of a trial ends
+at its start plus its first e epochs' times (time/epoch_s, plus time/probe_s, which MO-ASHA needs
+and plain NSGA-II does not), and an evaluation takes the trial's final/time/eval_s. A trial stopped
+as dominated ends there, unevaluated; one stopped as collapsed is evaluated (its final numbers are
+taken from the full run: it collapsed for good). What it cannot replay: the points a searcher would
+have proposed after seeing fewer finished trials (the live run measures that).
+
+It prints which trials would have stopped and why, the CPU and the wall time of both, how well each
+rung's readings rank the trials as their final values do (Spearman), and the hypervolume of the
+seed-mean front kept against the full run's, at the reports' fixed reference point.
+"""
+from __future__ import annotations
+
+import argparse
+import heapq
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.stats import spearmanr
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from cmisweep.analysis import kl_cap  # noqa: E402
+from cmisweep.reports.hypervolume import hypervolume, reference_point  # noqa: E402
+from cmisweep.reports.trials import point_means  # noqa: E402
+from cmisweep.sweep.moasha import MOASHA, per_epoch, point_key, rungs  # noqa: E402
+from cmisweep.sweep.space import load_space  # noqa: E402
+
+OBJECTIVES = [("final/test/kl_z", "min"), ("final/aolr", "max")]
+
+
+def point_of(row: pd.Series) -> dict:
+    alpha = row.get("alpha")
+    return {"preset": row["preset"], "gamma": row["gamma"], "alpha": None if pd.isna(alpha) else alpha,
+            "seed": int(row["seed"])}
+
+
+def replay(trials: pd.DataFrame, epochs: pd.DataFrame, *, max_t: int, grace: int, eta: float,
+           collapse_min_epoch: int | None, ref: list[float], workers: int) -> pd.DataFrame:
+    """Per trial: stopped_at (NaN: ran to the end), why, cpu_s and end_s under MO-ASHA, and cpu_s_full
+    and end_s_full without it (the same slots, no probe time)."""
+    s = MOASHA(sweep="replay", objectives=OBJECTIVES, ref=ref, max_t=max_t, grace_period=grace,
+               reduction_factor=eta, evaluate_stopped=False, collapse_min_epoch=collapse_min_epoch, records=None)
+    order = trials.sort_values("trial_id")
+    points = {r["trial_id"]: point_of(r) for _, r in order.iterrows()}
+    eval_s = order.set_index("trial_id")["final/time/eval_s"].fillna(0.0).astype(float)
+    per = {tid: e.sort_values("epoch") for tid, e in epochs.groupby("trial_id")}
+    out = {}
+    for with_scheduler in (True, False):
+        slots = [0.0] * workers
+        events: list[tuple[float, int, str, int]] = []  # (time, tiebreak, trial, epoch)
+        queue = list(order["trial_id"])
+        n = 0
+
+        def start(tid: str, at: float) -> None:
+            nonlocal n
+            e = per[tid]
+            spent = e["time/epoch_s"] + (e["time/probe_s"].fillna(0) if with_scheduler else 0)
+            for epoch, t_end in zip(e["epoch"], at + spent.cumsum()):
+                heapq.heappush(events, (float(t_end), n, tid, int(epoch)))
+                n += 1
+            out.setdefault(tid, {})["start" + ("" if with_scheduler else "_full")] = at
+
+        for i in range(min(workers, len(queue))):
+            start(queue.pop(0), 0.0)
+        done: set[str] = set()
+        while events:
+            t, _, tid, epoch = heapq.heappop(events)
+            if tid in done:
+                continue
+            row = per[tid].set_index("epoch").loc[epoch]
+            why = None
+            if with_scheduler:
+                result = {"epoch": epoch, "val/kl_z": row["val/kl_z"], "val/aolr": row["val/aolr"]}
+                why = s.decide(tid, point_key({"point": points[tid]}), result)
+            last = epoch == per[tid]["epoch"].max()
+            if why is None and not last:
+                continue
+            evaluated = why != "dominated"
+            end = t + (float(eval_s[tid]) if evaluated else 0.0)
+            rec = out[tid]
+            suffix = "" if with_scheduler else "_full"
+            rec["end_s" + suffix] = end
+            rec["cpu_s" + suffix] = end - rec["start" + suffix]
+            if with_scheduler:
+                rec["stopped_at"], rec["why"] = (epoch, why) if why else (np.nan, None)
+            done.add(tid)
+            if queue:
+                start(queue.pop(0), end)
+    return pd.DataFrame.from_dict(out, orient="index").rename_axis("trial_id").reset_index()
+
+
+def rank_agreement(trials: pd.DataFrame, epochs: pd.DataFrame, at: list[int]) -> pd.DataFrame:
+    """Spearman's rho between each objective's per-epoch reading at a rung and its final value,
+    over the trials with both: how well the rung ranks the trials as the end does."""
+    rows = []
+    final = trials.set_index("trial_id")
+    for epoch in at:
+        e = epochs[epochs["epoch"] == epoch].set_index("trial_id")
+        row = {"epoch": epoch}
+        for metric, _ in OBJECTIVES:
+            both = pd.concat([e[per_epoch(metric)], final[metric]], axis=1, join="inner").dropna()
+            row[f"rho {per_epoch(metric)} ~ {metric}"] = spearmanr(both.iloc[:, 0], both.iloc[:, 1])[0] if len(both) > 2 else np.nan
+            row["trials"] = len(both)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def front_hypervolume(trials: pd.DataFrame, ref: list[float]) -> float:
+    """The hypervolume of the seed means of the evaluated trials (minimize KL(z), maximize AoLR)."""
+    columns = [o for o, _ in OBJECTIVES]
+    m = point_means(trials, columns)
+    if not set(columns) <= set(m.columns):
+        return 0.0  # nothing evaluated
+    m = m.dropna(subset=columns)
+    return hypervolume(m[OBJECTIVES[0][0]].to_numpy(), m[OBJECTIVES[1][0]].to_numpy(), tuple(ref), higher=True)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("sweep", help="a finished sweep directory with space.yaml, trials.parquet and epochs.parquet")
+    ap.add_argument("--grace", type=int, default=2)
+    ap.add_argument("--eta", type=float, default=3.0)
+    ap.add_argument("--collapse-min-epoch", type=int, default=3)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--out")
+    args = ap.parse_args()
+    d = Path(args.sweep)
+    space = load_space(d / "space.yaml", stored=True)
+    trials, epochs = pd.read_parquet(d / "trials.parquet"), pd.read_parquet(d / "epochs.parquet")
+    missing = [per_epoch(m) for m, _ in OBJECTIVES if per_epoch(m) not in epochs]
+    if missing:
+        print(f"{d / 'epochs.parquet'}: no {', '.join(missing)} per epoch (run the sweep with "
+              "trial.evaluation.epoch_probe set)", file=sys.stderr)
+        return 2
+    ref = list(reference_point(OBJECTIVES[1][0], kl_cap(space.analysis, space.trial.data.dataset)))
+    max_t = space.trial.train.epochs
+    r = replay(trials, epochs, max_t=max_t, grace=args.grace, eta=args.eta,
+               collapse_min_epoch=args.collapse_min_epoch, ref=ref, workers=args.workers)
+    table = trials[["trial_id", "name", "gamma", "alpha", "seed", "final/test/kl_z", "final/aolr"]].merge(r, on="trial_id")
+    print(table.drop(columns=["start", "start_full"]).to_string(index=False, float_format="%.3f"))
+    kept = trials[~trials["trial_id"].isin(r.loc[r["why"] == "dominated", "trial_id"])]
+    hv_full, hv_kept = front_hypervolume(trials, ref), front_hypervolume(kept, ref)
+    print(f"\nMO-ASHA (grace {args.grace}, eta {args.eta:g}, rungs {rungs(args.grace, args.eta, max_t)}, collapse from "
+          f"epoch {args.collapse_min_epoch}) on {args.workers} slots, replayed on {len(trials)} trials of {d.name}:")
+    print(f"  stopped: {(r['why'] == 'dominated').sum()} dominated, {(r['why'] == 'collapsed').sum()} collapsed")
+    print(f"  CPU: {r['cpu_s'].sum() / 3600:.2f} h against {r['cpu_s_full'].sum() / 3600:.2f} h "
+          f"({r['cpu_s'].sum() / r['cpu_s_full'].sum():.2f}x); wall {r['end_s'].max() / 60:.0f} min against "
+          f"{r['end_s_full'].max() / 60:.0f} min")
+    print(f"  hypervolume of the seed-mean front (ref KL {ref[0]:g}, AoLR {ref[1]:g}): {hv_kept:.4f} kept against "
+          f"{hv_full:.4f} ({hv_kept / hv_full:.3f}x)" if hv_full else "  no evaluated front")
+    print("\nhow each rung's readings rank the trials as their final values do:")
+    print(rank_agreement(trials, epochs, rungs(args.grace, args.eta, max_t)).to_string(index=False, float_format="%.3f"))
+    if args.out:
+        table.to_csv(args.out, index=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
