@@ -1,7 +1,7 @@
 """MO-ASHA replayed offline on a finished sweep's per-epoch history (issue 33; docs/design.md 6.2).
 
     .venv/bin/python bench/moasha_replay.py results/studies/fmnist-moasha-bench/plain \
-        [--grace 2 --eta 3 --collapse-min-epoch 3] [--workers 2] [--out replay.csv]
+        [--grace 2 --eta 3 --collapse-min-epoch 6] [--workers 2] [--out replay.csv]
 
 The sweep must have run with the per-epoch AoLR probe (trial.evaluation.epoch_probe), so that its
 epochs.parquet holds val/kl_z and val/aolr. The replay feeds each epoch's readings to the same
@@ -132,7 +132,7 @@ def main() -> int:
     ap.add_argument("sweep", help="a finished sweep directory with space.yaml, trials.parquet and epochs.parquet")
     ap.add_argument("--grace", type=int, default=2)
     ap.add_argument("--eta", type=float, default=3.0)
-    ap.add_argument("--collapse-min-epoch", type=int, default=3)
+    ap.add_argument("--collapse-min-epoch", type=int, default=6)  # docs/design.md 6.2: not before 6 at 10 epochs
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--out")
     args = ap.parse_args()
