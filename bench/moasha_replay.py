@@ -52,53 +52,50 @@ def replay(trials: pd.DataFrame, epochs: pd.DataFrame, *, max_t: int, grace: int
     and end_s_full without it (the same slots, no probe time)."""
     s = MOASHA(sweep="replay", objectives=OBJECTIVES, ref=ref, max_t=max_t, grace_period=grace,
                reduction_factor=eta, evaluate_stopped=False, collapse_min_epoch=collapse_min_epoch, records=None)
-    order = trials.sort_values("trial_id")
-    points = {r["trial_id"]: point_of(r) for _, r in order.iterrows()}
-    eval_s = order.set_index("trial_id")["final/time/eval_s"].fillna(0.0).astype(float)
-    per = {tid: e.sort_values("epoch") for tid, e in epochs.groupby("trial_id")}
-    out = {}
-    for with_scheduler in (True, False):
-        slots = [0.0] * workers
-        events: list[tuple[float, int, str, int]] = []  # (time, tiebreak, trial, epoch)
-        queue = list(order["trial_id"])
-        n = 0
+    order = list(trials.sort_values("trial_id")["trial_id"])
+    keys = {r["trial_id"]: point_key({"point": point_of(r)}) for _, r in trials.iterrows()}
+    eval_s = trials.set_index("trial_id")["final/time/eval_s"].fillna(0.0).astype(float)
+    per = {tid: e.sort_values("epoch").set_index("epoch") for tid, e in epochs.groupby("trial_id")}
 
-        def start(tid: str, at: float) -> None:
-            nonlocal n
-            e = per[tid]
-            spent = e["time/epoch_s"] + (e["time/probe_s"].fillna(0) if with_scheduler else 0)
-            for epoch, t_end in zip(e["epoch"], at + spent.cumsum()):
-                heapq.heappush(events, (float(t_end), n, tid, int(epoch)))
-                n += 1
-            out.setdefault(tid, {})["start" + ("" if with_scheduler else "_full")] = at
+    def decide(tid: str, epoch: int) -> str | None:
+        row = per[tid].loc[epoch]
+        return s.decide(tid, keys[tid], {"epoch": epoch, "val/kl_z": row["val/kl_z"], "val/aolr": row["val/aolr"]})
 
-        for i in range(min(workers, len(queue))):
-            start(queue.pop(0), 0.0)
-        done: set[str] = set()
-        while events:
-            t, _, tid, epoch = heapq.heappop(events)
-            if tid in done:
-                continue
-            row = per[tid].set_index("epoch").loc[epoch]
-            why = None
-            if with_scheduler:
-                result = {"epoch": epoch, "val/kl_z": row["val/kl_z"], "val/aolr": row["val/aolr"]}
-                why = s.decide(tid, point_key({"point": points[tid]}), result)
-            last = epoch == per[tid]["epoch"].max()
-            if why is None and not last:
-                continue
-            evaluated = why != "dominated"
-            end = t + (float(eval_s[tid]) if evaluated else 0.0)
-            rec = out[tid]
-            suffix = "" if with_scheduler else "_full"
-            rec["end_s" + suffix] = end
-            rec["cpu_s" + suffix] = end - rec["start" + suffix]
-            if with_scheduler:
-                rec["stopped_at"], rec["why"] = (epoch, why) if why else (np.nan, None)
-            done.add(tid)
-            if queue:
-                start(queue.pop(0), end)
-    return pd.DataFrame.from_dict(out, orient="index").rename_axis("trial_id").reset_index()
+    mo = simulate(order, per, eval_s, workers, decide)
+    full = simulate(order, per, eval_s, workers, None).rename(columns={"cpu_s": "cpu_s_full", "end_s": "end_s_full"})
+    return mo.join(full[["cpu_s_full", "end_s_full"]]).rename_axis("trial_id").reset_index()
+
+
+def simulate(order: list[str], per: dict, eval_s: pd.Series, workers: int, decide) -> pd.DataFrame:
+    """Trials run in `order` on `workers` slots, each epoch ending at its start plus the epochs'
+    times (plus the probe's where `decide`, MO-ASHA's, reads it); decide(trial, epoch) -> a stop
+    reason or None. A trial ends at its last epoch or its stop, plus its evaluation unless dominated."""
+    events: list[tuple[float, int, str, int]] = []  # (time, tiebreak, trial, epoch)
+    queue, out, n = list(order), {}, 0
+
+    def start(tid: str, at: float) -> None:
+        nonlocal n
+        e = per[tid]
+        spent = e["time/epoch_s"] + (e["time/probe_s"].fillna(0) if decide is not None else 0)
+        for epoch, t_end in zip(e.index, at + spent.cumsum()):
+            heapq.heappush(events, (float(t_end), n, tid, int(epoch)))
+            n += 1
+        out[tid] = {"start": at}
+
+    for _ in range(min(workers, len(queue))):
+        start(queue.pop(0), 0.0)
+    while events:
+        t, _, tid, epoch = heapq.heappop(events)
+        if "end_s" in out[tid]:
+            continue  # stopped before this epoch
+        why = decide(tid, epoch) if decide is not None else None
+        if why is None and epoch != per[tid].index.max():
+            continue
+        end = t + (float(eval_s[tid]) if why != "dominated" else 0.0)
+        out[tid].update(end_s=end, cpu_s=end - out[tid]["start"], stopped_at=epoch if why else np.nan, why=why)
+        if queue:
+            start(queue.pop(0), end)
+    return pd.DataFrame.from_dict(out, orient="index")
 
 
 def rank_agreement(trials: pd.DataFrame, epochs: pd.DataFrame, at: list[int]) -> pd.DataFrame:
@@ -149,7 +146,7 @@ def main() -> int:
     r = replay(trials, epochs, max_t=max_t, grace=args.grace, eta=args.eta,
                collapse_min_epoch=args.collapse_min_epoch, ref=ref, workers=args.workers)
     table = trials[["trial_id", "name", "gamma", "alpha", "seed", "final/test/kl_z", "final/aolr"]].merge(r, on="trial_id")
-    print(table.drop(columns=["start", "start_full"]).to_string(index=False, float_format="%.3f"))
+    print(table.drop(columns=["start"]).to_string(index=False, float_format="%.3f"))
     kept = trials[~trials["trial_id"].isin(r.loc[r["why"] == "dominated", "trial_id"])]
     hv_full, hv_kept = front_hypervolume(trials, ref), front_hypervolume(kept, ref)
     print(f"\nMO-ASHA (grace {args.grace}, eta {args.eta:g}, rungs {rungs(args.grace, args.eta, max_t)}, collapse from "
