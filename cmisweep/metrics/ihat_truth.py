@@ -133,6 +133,24 @@ class StandIn:
         return x[:, self.z_dim:].reshape(len(x), *self.critic_spec.s_shape)
 
 
+@torch.no_grad()
+def informed_plugin(world: World, n: int, seed: int = 0) -> float:
+    """I(z;s) read off n encodings (drawn as I-hat draws them) by an estimator told what a critic
+    must find: the Gaussian family and the statistic of s that carries z (its positions' mean).
+    I = 1/2 log det S_z det S_m / det S of the sample covariances of (z, m = mean of s). Its error
+    at n is what n encodings allow even an estimator told this much (a sample's bias ~
+    dims(z) dims(m) / 2n): where it misses the bound, no head can be expected to meet it."""
+    x, model = world.sample(n, seed), StandIn(world)
+    torch.manual_seed(seed)
+    z = model.encode(x).sample()
+    z, s = z.double(), model.local_features(x, z).double()
+    means = s.mean((2, 3)) if len(world.s_shape) == 3 else s.mean(1)
+    joint = torch.cat([z, means], 1).T.cov()
+    d = world.z_dim
+    logdet = lambda m: torch.linalg.slogdet(m)[1].item()  # noqa: E731
+    return 0.5 * (logdet(joint[:d, :d]) + logdet(joint[d:, d:]) - logdet(joint))
+
+
 def measure(world: World, cfg, seed: int = 0) -> list[dict]:
     """Each head and form's reading in the world, as a study's evaluation reads it (cfg: its
     EvalConfig): rows of column (the trial's metric: analysis.IHAT_READINGS), target, estimate,
