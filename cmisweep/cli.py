@@ -219,6 +219,12 @@ def cmd_report(args) -> int:
     return report(args.sweep, results_root=args.results, against=args.against, presets=args.presets)
 
 
+def cmd_combine(args) -> int:
+    from cmisweep.sweep.combine import combine
+
+    return combine(args.space, args.blocks, args.into, args.set or [])
+
+
 def cmd_evaluate(args) -> int:
     from cmisweep.sweep.evaluate import run
     from cmisweep.sweep.runner import find_sweep
@@ -320,6 +326,17 @@ def _add_report(sub) -> None:
     rep.set_defaults(func=cmd_report)
 
 
+def _add_combine(sub) -> None:
+    cb = sub.add_parser("combine", help="read sweeps run in sittings (seed blocks, arms) as the one sweep of a grid "
+                                        "space, and write its reports")
+    cb.add_argument("space", help="the search space of the whole design (a grid)")
+    cb.add_argument("blocks", nargs="+", metavar="BLOCK", help="the blocks' sweep directories")
+    cb.add_argument("--into", required=True, metavar="DIR", help="the combined sweep's directory")
+    cb.add_argument("--set", action="append", metavar="KEY=VALUE",
+                    help="override a key of the space, e.g. 'search.seeds=[0, 1, 2, 3]' (repeatable)")
+    cb.set_defaults(func=cmd_combine)
+
+
 def _add_evaluate(sub) -> None:
     ev = sub.add_parser("evaluate", help="evaluate a sweep's kept models again, or the metrics it deferred "
                                          "(evaluation.defer), without training")
@@ -409,7 +426,7 @@ def _add_data(sub) -> None:
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="cmisweep", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
-    for add in (_add_train, _add_run, _add_report, _add_evaluate, _add_ui, _add_sample, _add_convert, _add_cluster, _add_data):
+    for add in (_add_train, _add_run, _add_report, _add_combine, _add_evaluate, _add_ui, _add_sample, _add_convert, _add_cluster, _add_data):
         add(sub)
     return p
 

@@ -39,6 +39,8 @@ import torch.nn.functional as F
 
 Preset = Literal["vanilla", "beta", "advmi", "cmi"]
 PRESETS: tuple[str, ...] = get_args(Preset)
+# the presets that train no critic (M dropped, w_c = 0): the critics' settings are nothing to them
+CRITICLESS_PRESETS = frozenset({"vanilla", "beta"})
 MTerm = Literal["auto", "estimate", "drop"]
 CForm = Literal["paper", "exact"]
 # How the critics are trained beside the VAE (docs/design.md section 1; the defaults are the

@@ -254,3 +254,20 @@ def test_a_design_lists_a_grids_rows_each_crossed_with_presets_gammas_and_seeds(
                          ({"search": {**raw["search"], "design": rows + rows[:1]}}, "two rows are the same")):
         with pytest.raises(ValueError, match=says):
             SearchSpace.model_validate({**raw, **change})
+
+
+def test_a_critic_setting_multiplies_only_the_presets_that_train_critics():
+    """A grid over critic settings with beta, advmi and cmi: beta trains no critic, so it runs once
+    per seed with none of them in its name or config; advmi (D_m) and cmi (D_c) run per value."""
+    from cmisweep.sweep.space import SearchSpace, grid_points, trial_config
+
+    raw = {"name": "c", "trial": tiny_trial(), "search": {
+        "presets": ["beta", "advmi", "cmi"], "gamma": [0.5], "seeds": [0],
+        "params": {"model.s_layer": [6, 4], "regularizer.critic_lr": [1e-2, 1e-3], "regularizer.c_form": ["paper", "exact"]}}}
+    space = SearchSpace.model_validate(raw)
+    points = grid_points(space)
+    by = {p: [q for q in points if q["preset"] == p] for p in ("beta", "advmi", "cmi")}
+    assert len(by["beta"]) == 2 and len(by["advmi"]) == 8 and len(by["cmi"]) == 8
+    assert all(set(q["params"]) == {"model.s_layer"} for q in by["beta"])
+    assert {trial_config(space, q).regularizer.critic_lr for q in by["beta"]} == {None}
+    assert {trial_config(space, q).regularizer.critic_lr for q in by["cmi"]} == {1e-2, 1e-3}

@@ -56,8 +56,9 @@ def write_reports(sweep_dir: Path, space, trials: pd.DataFrame, epochs: pd.DataF
               "paired_tests": paired_tests(trials),
               "claims": judge(evaluations.for_claims(trials, history), space.analysis, deferred, kind),
               "evaluated_metrics": evaluations.coverage(trials, history, kind, space.trial.evaluation.defer)}
-    if space.search.design:  # a designed experiment: its main effects, the seed as the unit
-        tables["factorial"] = factorial.main_effects(trials, space.search.design)
+    rows = space.search.combos() if space.algorithm.kind == "grid" else []
+    if factorial.factors(rows):  # two-level settings (a design, a 2 x 2): main effects, the seed as the unit
+        tables["factorial"] = factorial.main_effects(trials, rows)
     tables["ihat_matched_kl"] = ihat_kl.at_matched_kl(trials)
     tables["ihat_share"] = ihat_kl.share_of_information(trials)
     tables["claims"] = ihat_kl.annotate(tables["claims"], tables["ihat_matched_kl"])

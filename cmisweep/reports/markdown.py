@@ -59,13 +59,13 @@ def claims_section(tables: dict, alpha: float) -> list[str]:
 
 
 def factorial_section(tables: dict, alpha: float) -> list[str]:
-    """The main effects of a search.design (reports.factorial)."""
+    """The main effects of a grid's two-level settings (reports.factorial)."""
     from cmisweep.reports.factorial import RESPONSES, note
 
     table = tables.get("factorial", pd.DataFrame())
     if not len(table):
         return []
-    out = ["## Main effects of the design (search.design)", "", note(table, alpha), ""]
+    out = ["## Main effects of the grid's two-level settings (search.design, search.params)", "", note(table, alpha), ""]
     for response, label in RESPONSES.items():
         part = table[table["response"] == response].drop(columns="response")
         if len(part):

@@ -32,9 +32,9 @@ from pydantic import AfterValidator, Field, ValidationInfo, field_validator, mod
 
 from cmisweep import configio, migrate
 from cmisweep.analysis import Analysis, check_family
-from cmisweep.config import PosInt, Strict, TrialConfig
+from cmisweep.config import CRITIC_KEYS, PosInt, Strict, TrialConfig
 from cmisweep.errors import ConfigError
-from cmisweep.regularizer import PRESETS
+from cmisweep.regularizer import CRITICLESS_PRESETS, PRESETS
 
 # the final objectives MO-ASHA can read per epoch (cmisweep.sweep.moasha.per_epoch): validation
 # KL(z), and AoLR from the per-epoch probe on labelled validation images
@@ -103,6 +103,12 @@ class SearchDims(Strict):
             if name not in PRESETS:
                 self.gamma_axis(name)  # loads it: a reference that does not import is refused here
         return self
+
+    def combos(self) -> list[dict]:
+        """A grid's settings rows: the design's rows crossed with every combination of the params."""
+        keys = list(self.params)
+        combos = [dict(zip(keys, c)) for c in itertools.product(*self.params.values())]
+        return [{**row, **c} for row in (self.design or [{}]) for c in combos]
 
     def plugin_ref(self, name: str) -> str | None:
         """The reference of a plug-in preset: its entry under plugins, else an entry point's name."""
@@ -319,10 +325,13 @@ def point_overrides(point: dict, search: SearchDims | None = None) -> dict:
 
 def own_params(preset: str, params: dict) -> dict:
     """The searched params that apply to a preset: a plug-in's parameters (regularizer.params.*)
-    are not the paper's presets' (a grid runs those once, not once per plug-in value)."""
-    if preset in PRESETS:
-        return {k: v for k, v in params.items() if not k.startswith("regularizer.params.")}
-    return params
+    are not the paper's presets', and the critics' settings (config.CRITIC_KEYS) are nothing to a
+    preset that trains no critic (a grid runs those once, not once per value)."""
+    if preset not in PRESETS:
+        return params
+    criticless = preset in CRITICLESS_PRESETS
+    return {k: v for k, v in params.items() if not k.startswith("regularizer.params.")
+            and not (criticless and k.startswith("regularizer.") and k.split(".", 1)[1] in CRITIC_KEYS)}
 
 
 def plugin_refs(space: SearchSpace) -> list[str]:
@@ -370,9 +379,7 @@ def grid_points(space: SearchSpace) -> list[dict]:
     """Every point of a grid, in a stable order. At alpha = gamma = 0 every preset is the
     vanilla ELBO (no critic is trained), so those points run once, as preset vanilla."""
     s = space.search
-    params = list(s.params.items())
-    combos = [dict(zip([k for k, _ in params], c)) for c in itertools.product(*[v for _, v in params])]
-    combos = [{**row, **c} for row in (s.design or [{}]) for c in combos]  # a design's rows x the params
+    combos = s.combos()
     seen, out = set(), []
     alphas = s.alpha if isinstance(s.alpha, list) else [None]
     for preset, gamma, alpha, combo, seed in itertools.product(s.presets, s.gamma, alphas, combos, s.seeds):
