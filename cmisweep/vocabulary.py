@@ -19,6 +19,7 @@ def modality(dataset: str) -> str:
 
 
 KL = "final/test/kl_z"
+IHAT_CONVERGED = "final/ihat_converged"  # 1: the I-hat critics settled by the doubling rule's cap
 
 # A trial has collapsed when its test KL(z) is below this many nats: z then carries almost no
 # information about x (an upper bound on I(x;z) of 0.1 nats, 0.14 bits), its probes sit at chance.

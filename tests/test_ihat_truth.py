@@ -62,6 +62,20 @@ def test_an_ihat_reading_off_its_ground_truth_carries_no_verdict(monkeypatch):
     assert tested["p_holm"].min() == pytest.approx(min(1.0, len(tested) * tested["p"].min()))
 
 
+def test_an_ihat_claim_says_how_many_of_its_trials_critics_settled(monkeypatch):
+    """A claim on I-hat names how many of its paired trials' critics settled by the doubling rule's
+    cap (here every beta trial's and the cmi trials' at seeds 0-4: 45 of 60); other claims and trials
+    without the record (fixed steps) leave it empty."""
+    monkeypatch.setitem(analysis.VERDICT_READINGS, "image", frozenset({"final/ihat_mlp_exact"}))
+    t = sweep()
+    t["final/ihat_converged"] = ((t["preset"] == "beta") | (t["seed"] < 5)).astype(float)
+    claims = judge(t)
+    ihat = claims[claims["claim"] == "lower I-hat(z;s)"]
+    assert list(ihat["critics_settled"]) == ["45/60", "45/60"]
+    assert set(claims.loc[claims["claim"] != "lower I-hat(z;s)", "critics_settled"]) == {""}
+    assert set(judge(sweep())["critics_settled"]) == {""}
+
+
 def test_the_ihat_claim_rests_on_the_exact_form_of_a_head_that_met_its_bound(monkeypatch):
     """The MLP head's exact form met its bound: it decides the claim (here reproduced: lower by 0.5
     nats), and the paper's Table 1 reading is reported beside it with its own, opposite estimate

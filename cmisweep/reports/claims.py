@@ -27,12 +27,12 @@ from cmisweep.analysis import CLAIMS, DEFAULT_MARGIN, IHAT_READINGS, Analysis, F
 from cmisweep.reports import inference as inf
 from cmisweep.reports.pairing import comparisons, missing, pair_values, per_seed
 from cmisweep.reports.trials import evaluated
-from cmisweep.vocabulary import Verdict, label
+from cmisweep.vocabulary import IHAT_CONVERGED, Verdict, label
 
 COLUMNS = ["source", "claim", "comparison", "baseline", "family", "test", "unit", "n_seeds", "n_pairs", "estimate",
            "ci_low", "ci_high", "ci_level", "p", "p_min", "p_holm", "verdict", "sd_seed", "mde", "sesoi",
            "seeds_needed", "collapsed_ref", "collapsed_base", "estimate_no_collapse", "n_pairs_no_collapse", "units",
-           "reading", "in_family"]
+           "reading", "critics_settled", "in_family"]
 SIGN_FLIP = "exact sign-flip test of the per-seed mean difference"
 TOST = "TOST: two one-sided sign-flip tests against the margin"
 
@@ -52,6 +52,14 @@ def family(trials: pd.DataFrame, analysis: Analysis | None, deferred=()) -> tupl
     return out, "post hoc: no family was declared before the run"
 
 
+def _settled(pairs: pd.DataFrame) -> str:
+    """'k/n': of the paired trials' I-hat critics (both sides), how many settled by the doubling
+    rule's cap; '' where the trials do not record it (fixed steps)."""
+    cols = [c for c in (f"{IHAT_CONVERGED}_ref", f"{IHAT_CONVERGED}_base") if c in pairs]
+    flags = pd.concat([pairs[c] for c in cols]).dropna() if cols else pd.Series(dtype=float)
+    return f"{int((flags == 1).sum())}/{len(flags)}" if len(flags) else ""
+
+
 def _member(fc: FamilyClaim, variant: str, pairs: pd.DataFrame, how: str, alpha: float, column: str,
             decides: bool) -> dict:
     spec = CLAIMS[fc.claim]
@@ -65,6 +73,7 @@ def _member(fc: FamilyClaim, variant: str, pairs: pd.DataFrame, how: str, alpha:
            "unit": "seed", "_key": fc.claim, "_effect": margin if equivalence else fc.sesoi, "n_seeds": n, "n_pairs": len(values), "sesoi": fc.sesoi,
            "units": "KL(z) ratio - 1 (fraction)" if equivalence else label(column), "_decides": decides,
            "reading": reading_name(column) if column in IHAT_READINGS else "",
+           "critics_settled": _settled(pairs) if column in IHAT_READINGS else "",
            "collapsed_ref": int(values["collapsed_ref"].sum()), "collapsed_base": int(values["collapsed_base"].sum())}
     if n == 0 or missing(pairs, column):
         return row | {"verdict": Verdict.NOT_EVALUATED.value, "p": np.nan, "p_min": np.nan}

@@ -12,11 +12,11 @@ from cmisweep.reports.hypervolume import MIN_RESAMPLES
 from cmisweep.reports.tables import (TABLE_METRICS, UNITS_NOTE, interpolated_kl_table, matched_kl_table,
                                      method_by_gamma)
 from cmisweep.status import TrialStatus
-from cmisweep.vocabulary import COLLAPSE_KL, KL
+from cmisweep.vocabulary import COLLAPSE_KL, IHAT_CONVERGED, KL
 
 CLAIM_VIEW = ["source", "claim", "reading", "comparison", "baseline", "verdict", "estimate", "ci_low", "ci_high", "p", "p_holm",
               "p_min", "n_seeds", "n_pairs", "mde", "sesoi", "seeds_needed", "collapsed_ref", "collapsed_base",
-              "estimate_no_collapse", "units"]
+              "estimate_no_collapse", "critics_settled", "units"]
 CLAIMS_NOTE = (
     "Verdicts (docs/design.md 5.2): reproduced / contradicted when Holm's p < alpha, by the direction; inconclusive "
     "when the design could have decided and did not; undecidable at n when no data of this many seeds could pass "
@@ -26,7 +26,9 @@ CLAIMS_NOTE = (
     "difference (CMI minus baseline, units in the last column), with the sign-flip test's interval (95%; 90% for "
     "the TOST); mde: the smallest effect this n detects with 80% power; seeds_needed: for the declared smallest "
     "effect (sesoi). estimate_no_collapse leaves out the pairs with a collapsed trial: conditional on an outcome of "
-    "the treatment, it favours the preset that collapses more; read it beside the collapse counts.")
+    "the treatment, it favours the preset that collapses more; read it beside the collapse counts. "
+    "critics_settled (I-hat claims): of the paired trials' I-hat critics, how many settled by the doubling rule's "
+    "cap (docs/design.md 3); the others are read as they stood at the cap.")
 
 
 def _md(frame: pd.DataFrame, fmt: str = ".4g") -> str:
@@ -150,9 +152,9 @@ def ihat_checks(trials: pd.DataFrame) -> list[str]:
     """The trials whose I-hat critics did not settle, or whose paper form reads below the exact
     form (docs/design.md section 3): claims built on them say so here."""
     out = []
-    if "final/ihat_converged" in trials:
-        bad = trials.loc[trials["final/ihat_converged"] == 0, "name"].tolist()
-        out.append(f"I-hat critics converged (the doubling rule) in {int((trials['final/ihat_converged'] == 1).sum())} "
+    if IHAT_CONVERGED in trials:
+        bad = trials.loc[trials[IHAT_CONVERGED] == 0, "name"].tolist()
+        out.append(f"I-hat critics converged (the doubling rule) in {int((trials[IHAT_CONVERGED] == 1).sum())} "
                    f"trials; not within max_steps in {len(bad)}" + (f": {', '.join(bad)}." if bad else "."))
     for col, head in (("final/ihat_forms_consistent", "the model's head"), ("final/ihat_mlp_forms_consistent", "the MLP head")):
         if col in trials:
