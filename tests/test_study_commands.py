@@ -1,9 +1,11 @@
 """Each committed study's RUN.md names a command that runs what ran (issue 27): the space file of
-its `cmisweep run` is committed beside the study, and it resolves to the study's own space.yaml
+its `cmisweep run` (or of the `cmisweep combine` that reads its seed blocks as one sweep) is
+committed beside the study, and it resolves to the study's own space.yaml
 (the sweep's resolved copy) in every trial setting, search dimension and algorithm."""
 from __future__ import annotations
 
 import re
+import shlex
 from pathlib import Path
 
 import pytest
@@ -14,11 +16,21 @@ ROOT = Path(__file__).resolve().parents[1]
 STUDIES = sorted(p.parent for p in (ROOT / "results" / "studies").glob("**/space.yaml"))
 
 
-def run_commands(study: Path) -> list[Path]:
-    """The space files the RUN.md above or at this study runs, as paths in this checkout."""
+def run_commands(study: Path) -> list[tuple[Path, list[str]]]:
+    """The space files (and --set overrides) that the RUN.md at or above this study runs, or
+    combines its blocks as (`cmisweep combine`), as paths in this checkout."""
     run_md = study / "RUN.md" if (study / "RUN.md").exists() else study.parent / "RUN.md"
-    found = re.findall(r"cmisweep run \$REPO/(\S+\.yaml)", run_md.read_text())
-    return [ROOT / f for f in found if (ROOT / f).parent == study]
+    found = re.findall(r"cmisweep (?:run|combine) \$REPO/(\S+\.yaml)([^\n]*)", run_md.read_text())
+    out = []
+    for f, rest in found:
+        try:
+            words = shlex.split(rest)
+        except ValueError:  # prose after the command (an apostrophe): no --set there
+            words = []
+        sets = [words[i + 1] for i, w in enumerate(words[:-1]) if w == "--set"]
+        if (ROOT / f).parent == study:
+            out.append((ROOT / f, sets))
+    return out
 
 
 def comparable(space) -> dict:
@@ -31,9 +43,10 @@ def comparable(space) -> dict:
 @pytest.mark.parametrize("study", STUDIES, ids=[str(s.relative_to(ROOT / "results" / "studies")) for s in STUDIES])
 def test_run_md_command_runs_what_ran(study):
     commands = run_commands(study)
-    assert len(commands) == 1, f"{study}: expected one `cmisweep run $REPO/...` of a file in the study directory"
+    assert len(commands) == 1, (f"{study}: expected one `cmisweep run $REPO/...` (or `cmisweep combine $REPO/...`) "
+                                "of a file in the study directory")
     ran = load_space(study / "space.yaml", stored=True)
-    assert comparable(load_space(commands[0])) == comparable(ran)
+    assert comparable(load_space(*commands[0])) == comparable(ran)
 
 
 @pytest.mark.parametrize("study", ["fmnist-cpu-study", "speech-cpu-study"])
