@@ -53,10 +53,11 @@ def family(trials: pd.DataFrame, analysis: Analysis | None, deferred=()) -> tupl
 
 
 def _settled(pairs: pd.DataFrame) -> str:
-    """'k/n': of the paired trials' I-hat critics (both sides), how many settled by the doubling
-    rule's cap; '' where the trials do not record it (fixed steps)."""
-    cols = [c for c in (f"{IHAT_CONVERGED}_ref", f"{IHAT_CONVERGED}_base") if c in pairs]
-    flags = pd.concat([pairs[c] for c in cols]).dropna() if cols else pd.Series(dtype=float)
+    """'k/n': of the paired trials (each counted once, both sides), how many had I-hat critics that
+    settled by the doubling rule's cap; '' where the trials do not record it (fixed steps)."""
+    sides = [pairs[[f"name_{s}", f"{IHAT_CONVERGED}_{s}"]].set_axis(["name", "settled"], axis=1)
+             for s in ("ref", "base") if f"{IHAT_CONVERGED}_{s}" in pairs and f"name_{s}" in pairs]
+    flags = pd.concat(sides).drop_duplicates("name")["settled"].dropna() if sides else pd.Series(dtype=float)
     return f"{int((flags == 1).sum())}/{len(flags)}" if len(flags) else ""
 
 

@@ -146,14 +146,14 @@ def _say(text: str) -> None:
 
 
 def space_of(sweep_dir: Path):
-    from cmisweep.sweep.runner import _committed_trials
+    from cmisweep.sweep.runner import committed_trials
     from cmisweep.sweep.space import load_space
 
     if not ((sweep_dir / "space.yaml").is_file() and (sweep_dir / "trials.parquet").is_file()):
         raise ConfigError(None, "SWEEP", f"no sweep at {sweep_dir} (expected its space.yaml and trials.parquet; "
                                          "a sweep that is still running has no trials.parquet yet)")
     space = load_space(sweep_dir / "space.yaml", stored=True)
-    trials, epochs = _committed_trials(sweep_dir)
+    trials, epochs = committed_trials(sweep_dir)
     return space, trials, epochs
 
 

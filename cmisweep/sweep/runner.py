@@ -352,7 +352,7 @@ UNLOGGED_FILE = "tracking-unlogged.json"  # the trial logger's count of MLflow c
 TRIAL_COLUMNS = {"name", "preset", "gamma", "alpha", "seed", "status"}  # what makes a cmisweep trials.parquet
 
 
-def _read_parquet(path: Path, key: str | None, what: str, columns: set[str] = frozenset()):
+def read_parquet(path: Path, key: str | None, what: str, columns: set[str] = frozenset()):
     """A parquet file that input names: unreadable, or without the columns, is bad input (one line)."""
     import pandas as pd
 
@@ -372,13 +372,13 @@ def _other_trials(against: str) -> tuple[Path, object]:
     f = p / "trials.parquet" if p.is_dir() else p
     if not f.is_file():
         raise ConfigError(None, "--against", f"no trials at {f} (expected a sweep directory or its trials.parquet)")
-    return f, _read_parquet(f, "--against", "trials", TRIAL_COLUMNS - {"name"})
+    return f, read_parquet(f, "--against", "trials", TRIAL_COLUMNS - {"name"})
 
 
-def _committed_trials(d: Path):
+def committed_trials(d: Path):
     """A committed sweep's trials.parquet (and epochs.parquet): what `report` reads without Tune."""
-    trials = _read_parquet(d / "trials.parquet", None, "trials", TRIAL_COLUMNS)
-    epochs = _read_parquet(d / "epochs.parquet", None, "epochs") if (d / "epochs.parquet").exists() else None
+    trials = read_parquet(d / "trials.parquet", None, "trials", TRIAL_COLUMNS)
+    epochs = read_parquet(d / "epochs.parquet", None, "epochs") if (d / "epochs.parquet").exists() else None
     return trials, epochs
 
 
@@ -415,9 +415,9 @@ def report(sweep: str, results_root: str | Path = "results", against: str | None
         trials, epochs = with_stop_reasons(collect_trials(exp_dir, space), d), collect_epochs(exp_dir, space)
         collect_models(exp_dir, space, d / MODELS_DIR)  # any a sweep's end did not copy (a driver killed there)
         if not len(trials) and (d / "trials.parquet").exists():  # Tune's state is gone: the files remain
-            trials, epochs = _committed_trials(d)
+            trials, epochs = committed_trials(d)
     else:
-        trials, epochs = _committed_trials(d)
+        trials, epochs = committed_trials(d)
     frame = write_reports(d, space, trials, epochs)
     print(summary_table(frame))
     print(f"reports: {d / 'reports'}, {d / 'trials.parquet'}, {d / 'frontier.parquet'}")
