@@ -258,6 +258,31 @@ def test_the_offline_replay_stops_what_the_live_scheduler_would_and_prices_it():
     assert mr.front_hypervolume(kept, [50.0, 0.1]) == mr.front_hypervolume(trials, [50.0, 0.1]) > 0
 
 
+def test_the_replay_counts_a_collapse_stop_whose_trial_kept_z_as_a_wrong_call():
+    """Two trials below the collapse threshold at epochs 1 and 2, stopped as collapsed at epoch 2 (no
+    rung before the end): c stays collapsed, d rises at epoch 3 and ends at 0.5 nats in its full
+    run, so its stop is a wrong collapse call (the late risers of fmnist-collapse-confirm)."""
+    import importlib.util
+    from pathlib import Path
+
+    import pandas as pd
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "moasha_replay.py"
+    spec = importlib.util.spec_from_file_location("moasha_replay", path)
+    mr = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mr)
+    curves = {"c": (0.01, 0.01, 0.01), "d": (0.01, 0.01, 0.5)}
+    trials = pd.DataFrame([{"trial_id": tid, "name": tid, "preset": "cmi", "gamma": g, "alpha": None, "seed": 0,
+                            "status": "FINISHED", "final/test/kl_z": kl[-1], "final/aolr": 0.3,
+                            "final/time/eval_s": 5.0} for g, (tid, kl) in zip((0.1, 0.2), curves.items())])
+    epochs = pd.DataFrame([{"trial_id": tid, "epoch": e + 1, "val/kl_z": v, "val/aolr": 0.3, "time/epoch_s": 9.0,
+                            "time/probe_s": 1.0} for tid, kl in curves.items() for e, v in enumerate(kl)])
+    r = mr.replay(trials, epochs, max_t=3, grace=5, eta=2.0, collapse_min_epoch=2, ref=[50.0, 0.1],
+                  workers=1).set_index("trial_id")
+    assert list(r["why"]) == ["collapsed", "collapsed"] and list(r["stopped_at"]) == [2, 2]
+    assert r["wrong_collapse"].to_dict() == {"c": False, "d": True}
+
+
 def test_a_stop_recorded_before_a_driver_kill_stands_when_the_trial_comes_back(tmp_path):
     """Killed after the records said 'stopped' but before Tune stopped the trial: back from its
     checkpoint, the trial is stopped again at that epoch, though ranked among more trials it would

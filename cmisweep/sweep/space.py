@@ -220,7 +220,7 @@ class Scheduler(Strict):
     evaluate_stopped: bool = False
     # moasha (MO-ASHA, cmisweep.sweep.moasha): the objectives it ranks each rung on, read per epoch
     # (default: the algorithm's); a collapse stop once val KL(z) stayed below the threshold from
-    # this epoch on (null: none; 6 or later at the image study's 10-epoch budget, docs/design.md 6.2)
+    # this epoch on (null: none; at the image study's 10 epochs none: a trial rose at epoch 8, docs/design.md 6.2)
     objectives: list[Objective] = []
     collapse_min_epoch: PosInt | None = None
 
