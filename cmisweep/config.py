@@ -215,7 +215,6 @@ class RegularizerConfig(Strict):
         )
 
 
-
 # the regularizer's keys that set how critics train (D_m, D_c): a preset that trains none ignores them
 CRITIC_KEYS = frozenset(k for k in RegularizerConfig.model_fields if k.startswith("critic_")) | {"c_form"}
 

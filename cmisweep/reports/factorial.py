@@ -19,8 +19,8 @@ from statsmodels.stats.multitest import multipletests
 from cmisweep.reports.inference import seeds_floor, sign_flip_ci, sign_flip_p, smallest_p
 from cmisweep.vocabulary import KL
 
-COLUMNS = ["preset", "response", "factor", "reference", "other", "n_seeds", "effect", "ci_low", "ci_high", "p", "p_holm",
-           "p_min", "seeds"]
+COLUMNS = ["preset", "response", "factor", "reference", "other", "n_seeds", "effect", "ci_low", "ci_high", "p",
+           "p_holm", "p_min", "seeds"]
 RESPONSES = {"collapsed": "share of runs collapsed", "log10_kl_z": "log10 test KL(z) [nats]"}
 
 
@@ -87,8 +87,8 @@ def note(table: pd.DataFrame, alpha: float) -> str:
     floor = smallest_p(n)
     can = floor < alpha / max(1, m)
     return (f"Unit: the seed (n = {n}); per factor, the effect is each seed's mean response at the other level "
-            f"minus at the first row's, tested by the exact sign-flip test, Holm over the factors of a preset and response "
-            f"(at most {m}). "
+            f"minus at the first row's, tested by the exact sign-flip test, Holm over the factors of a preset "
+            f"and response (at most {m}). "
             + (f"Holm's first step needs p < {alpha / max(1, m):.3g}, and {n} seeds reach p = {floor:.3g} at best: "
                "a screen that ranks factors, not a test that can decide one." if not can else
                f"Holm's first step needs p < {alpha / max(1, m):.3g}; {n} seeds can reach it.")

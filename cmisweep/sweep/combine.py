@@ -62,7 +62,8 @@ def _select(space, blocks: dict, space_file: str) -> tuple[dict, list[str]]:
             if name not in points:
                 extra.append(f"{d.name}/{name}")
             elif name in found:
-                raise ConfigError(d / "trials.parquet", name, f"also run by {found[name]}: each point comes from one block")
+                raise ConfigError(d / "trials.parquet", name,
+                                  f"also run by {found[name]}: each point comes from one block")
             else:
                 _check_trial(space, block_space, points[name], d, space_file)
                 found[name] = d
@@ -86,7 +87,8 @@ def _check_into(out: Path, space) -> None:
         except (yaml.YAMLError, AttributeError):
             name = None
         if name != space.name:
-            raise ConfigError(None, "--into", f"{out} holds sweep {name!r}; combine writes {space.name!r} (another DIR)")
+            raise ConfigError(None, "--into",
+                              f"{out} holds sweep {name!r}; combine writes {space.name!r} (another DIR)")
 
 
 def _parquet(frame: pd.DataFrame, what: str) -> bytes:
