@@ -191,6 +191,22 @@ def test_kl_curves_hold_each_trials_epochs_beside_its_point_and_collapse(tmp_pat
     assert plot_kl_curves(c2, tmp_path / "k2.png").stat().st_size > 0
 
 
+def test_c_read_curves_give_the_critics_read_of_c_over_kl_z_for_the_trials_that_read_c():
+    """c_read_curves.csv: C-hat / KL(z) on the training batches per epoch, for the trials whose D_c
+    reads C (beta has no C-hat: no row), beside the point, seed and collapse flag."""
+    from cmisweep.reports.curves import c_read_curves
+
+    t = prepare(pd.DataFrame([row("cmi", 0.5, 0, 0.02, 0.1), row("beta", 0.5, 0, 9.0, 0.7)]))
+    epochs = pd.DataFrame([{"name": "cmi_g0.5_s0", "epoch": e, "train/kl_z": kl, "train/c_hat": c}
+                           for e, kl, c in ((1, 0.01, 0.04), (2, 0.02, 0.01))]
+                          + [{"name": "beta_g0.5_s0", "epoch": e, "train/kl_z": 5.0, "train/c_hat": None} for e in (1, 2)])
+    c = c_read_curves(epochs, t).set_index("name")
+    assert list(c.index) == ["cmi_g0.5_s0"]
+    assert c.loc["cmi_g0.5_s0", "epoch_1"] == pytest.approx(4.0) and c.loc["cmi_g0.5_s0", "epoch_2"] == pytest.approx(0.5)
+    assert bool(c.loc["cmi_g0.5_s0", "collapsed"])
+    assert c_read_curves(epochs[epochs["name"] == "beta_g0.5_s0"], t).empty
+
+
 def test_main_effects_of_a_design_take_the_seed_as_the_unit():
     """A 2^(3-1) design over 4 seeds where `a` (other level) keeps z in every run and `b` does
     nothing: a's per-seed effect on collapse is -1 on every seed (sign-flip p = 2/16), b's 0; the

@@ -12,7 +12,8 @@
                                        kl_vs_<score>.png (Fig. 3), claims.csv, collapse.csv,
                                        collapse_tests.csv, hypervolume.csv, hypervolume_robustness.csv,
                                        paired_tests.csv, evaluated_metrics.csv,
-                                       ihat_matched_kl.csv, ihat_share.csv, kl_curves.csv
+                                       ihat_matched_kl.csv, ihat_share.csv, kl_curves.csv,
+                                       c_read_curves.csv (the critic's C-hat over KL(z), per epoch)
                                        and kl_curves.png (per-epoch KL(z), where epochs.parquet is)
 """
 from __future__ import annotations
@@ -67,6 +68,8 @@ def write_reports(sweep_dir: Path, space, trials: pd.DataFrame, epochs: pd.DataF
         epochs = pd.read_parquet(sweep_dir / "epochs.parquet")
     if epochs is not None and len(epochs):
         tables["kl_curves"] = curves.kl_curves(epochs, trials)
+        if len(c_read := curves.c_read_curves(epochs, trials)):
+            tables["c_read_curves"] = c_read
         p = curves.plot_kl_curves(tables["kl_curves"], out / "kl_curves.png")
         plots += [p] if p is not None else []
     for stem, frame in tables.items():
