@@ -38,11 +38,14 @@ def test_the_dry_run_prices_the_deferred_metrics_as_a_stage_of_their_own(tmp_pat
     assert r.returncode == 0, r.stderr[-2000:]
     assert "deferred (ihat, mcas): ~" in r.stdout and "cmisweep evaluate --trials all" in r.stdout
     assert "(ihat " not in r.stdout.split("evaluation at training")[1].splitlines()[0]
+    assert "I-hat until converged is priced at its least" in r.stdout  # the doubling rule, the default
     space["trial"]["evaluation"]["defer"] = []
+    space["trial"]["evaluation"]["ihat"] = {"converge": False}
     p.write_text(yaml.safe_dump(space))
     r = cli("run", p, "--dry-run", "--results", tmp_path / "results", cwd=tmp_path,
             env={"CMISWEEP_DATA": str(fmnist_dir.parent)})
     assert "(ihat " in r.stdout and "deferred (" not in r.stdout
+    assert "priced at its least" not in r.stdout  # fixed steps: priced as they run
 
 
 def test_the_dry_run_prices_the_ihat_a_trial_runs(monkeypatch):

@@ -162,6 +162,9 @@ def plan(space: SearchSpace, measure: bool = True) -> str:
         lines.append(f"deferred ({', '.join(sorted(deferred))}): ~{_human(later_s)} per trial later; "
                      f"`cmisweep evaluate --trials all`: ~{_human(later_s * n / slots)} wall for {n} trials "
                      f"(--trials claims: the claims' cells only)")
+    if "ihat" in by_group and cfg0.evaluation.ihat.converge:
+        lines.append("I-hat until converged is priced at its least (settled at the first doubling, S + 2S critic "
+                     "steps); critics that run to the cap (8S) take up to 5x that")
     if wall > 24 * 3600:
         lines.append(f"this space would take {wall / 86400:.1f} days here: run it on a GPU cluster "
                      "(ray up cluster/gpu.yaml), or reduce epochs / train_size / the grid")
