@@ -199,10 +199,12 @@ def test_c_read_curves_give_the_critics_read_of_c_over_kl_z_for_the_trials_that_
     t = prepare(pd.DataFrame([row("cmi", 0.5, 0, 0.02, 0.1), row("beta", 0.5, 0, 9.0, 0.7)]))
     epochs = pd.DataFrame([{"name": "cmi_g0.5_s0", "epoch": e, "train/kl_z": kl, "train/c_hat": c}
                            for e, kl, c in ((1, 0.01, 0.04), (2, 0.02, 0.01))]
-                          + [{"name": "beta_g0.5_s0", "epoch": e, "train/kl_z": 5.0, "train/c_hat": None} for e in (1, 2)])
+                          + [{"name": "beta_g0.5_s0", "epoch": e, "train/kl_z": 5.0, "train/c_hat": None}
+                             for e in (1, 2)])
     c = c_read_curves(epochs, t).set_index("name")
     assert list(c.index) == ["cmi_g0.5_s0"]
-    assert c.loc["cmi_g0.5_s0", "epoch_1"] == pytest.approx(4.0) and c.loc["cmi_g0.5_s0", "epoch_2"] == pytest.approx(0.5)
+    assert c.loc["cmi_g0.5_s0", "epoch_1"] == pytest.approx(4.0)
+    assert c.loc["cmi_g0.5_s0", "epoch_2"] == pytest.approx(0.5)
     assert bool(c.loc["cmi_g0.5_s0", "collapsed"])
     assert c_read_curves(epochs[epochs["name"] == "beta_g0.5_s0"], t).empty
 
