@@ -277,6 +277,14 @@ class IhatConfig(Strict):
     # every batch afresh
     pool_draws: Annotated[int, Field(ge=0)] = 8
 
+    def doublings(self) -> list[int]:
+        """The critic steps of each run the doubling rule may take: steps, 2 x steps, ... up to
+        max_steps (8 x steps unless set)."""
+        runs, cap = [self.steps], self.max_steps or 8 * self.steps
+        while 2 * runs[-1] <= cap:
+            runs.append(2 * runs[-1])
+        return runs
+
 
 class EvalConfig(Strict):
     enabled: bool = True

@@ -139,7 +139,7 @@ def ihat_metrics(model, data, cfg: EvalConfig, seed: int = 0) -> dict:
         )
 
     if ic.converge:
-        out, steps, converged = settle(run, ic.steps, ic.max_steps or 8 * ic.steps, ic.tolerance)
+        out, steps, converged = settle(run, ic.doublings(), ic.tolerance)
     else:
         out, steps, converged = run(ic.steps), ic.steps, None
     if head == "mlp":  # the MLP head is the one asked for: the same numbers under both names
@@ -176,14 +176,13 @@ def training_pairs(model, val_x: torch.Tensor, g: torch.Generator, cfg: EvalConf
     return sampler or model_sampler(model, val_x, g)
 
 
-def settle(run: Callable[[int], dict], steps: int, max_steps: int, tolerance: float) -> tuple[dict, int, bool]:
-    """The doubling rule: run(steps), run(2 steps), ... (each from fresh critics with its own
-    learning-rate decay) until every estimate of FORMS that run returns moves by at most
-    max(tolerance, its critic-seed std) from the run before; (the last run's result, its steps,
-    whether it settled before max_steps)."""
-    prev, n = run(steps), steps
-    while 2 * n <= max_steps:
-        n *= 2
+def settle(run: Callable[[int], dict], doublings: list[int], tolerance: float) -> tuple[dict, int, bool]:
+    """The doubling rule: run each step count of `doublings` in turn (IhatConfig.doublings: steps,
+    2 steps, ...; each from fresh critics with its own learning-rate decay) until every estimate of
+    FORMS that run returns moves by at most max(tolerance, its critic-seed std) from the run before;
+    (the last run's result, its steps, whether it settled before the last count)."""
+    prev, n = run(doublings[0]), doublings[0]
+    for n in doublings[1:]:
         cur = run(n)
         keys = [k for k in FORMS if k in cur and k in prev]
         if all(abs(cur[k] - prev[k]) <= max(tolerance, cur[f"{k}_std"]) for k in keys):

@@ -42,10 +42,10 @@ def measure_step(cfg, steps: int = 2) -> float:
 def measure_eval(cfg) -> dict[str, float]:
     """Seconds of the final evaluation's costly metric groups ({"ihat": s, "mcas": s}; the others
     take seconds), extrapolated from the pieces a trial runs, at a smaller size. I-hat trained until
-    converged is priced at its least, S + 2S steps (the doubling rule may take up to 15S). I-hat: ihat_metrics itself (the critic ensembles, in the precision its 'auto' resolves to
-    on the trial's device, and the encodings it caches) at two step counts, which parts a critic
-    step from the encoding of the images; each part scales about linearly. mCAS: the samples of
-    100 images."""
+    converged is priced at its least: settled at the first doubling (IhatConfig.doublings). I-hat:
+    ihat_metrics itself (the critic ensembles, in the precision its 'auto' resolves to on the
+    trial's device, and the encodings it caches) at two step counts, which parts a critic step from
+    the encoding of the images; each part scales about linearly. mCAS: the samples of 100 images."""
     from types import SimpleNamespace
 
     from cmisweep.data import example_shape, random_batch
@@ -77,10 +77,8 @@ def measure_eval(cfg) -> dict[str, float]:
         per_step = max(0.0, (long - short) / 4)
         per_image = max(0.0, short - 2 * per_step) / (2 * n)
         images = min(ic.n_train, cfg.data.val_size or ic.n_train) + min(ic.n_eval, cfg.data.test_size or ic.n_eval)
-        # converged: at least S + 2S steps and two read-outs (settled at the first doubling; the
-        # cap, 8S, would be S + 2S + 4S + 8S)
-        runs = 2 if ic.converge else 1
-        total["ihat"] = per_step * ic.steps * (2**runs - 1) + per_image * images * runs
+        runs = ic.doublings()[:2] if ic.converge else [ic.steps]  # converged: at least two runs
+        total["ihat"] = per_step * sum(runs) + per_image * images * len(runs)
     if cfg.data.modality == "image" and ev.mcas:
         t0 = time.perf_counter()
         model.generate(torch.randn(100, model.z_dim, device=device))
@@ -162,9 +160,12 @@ def plan(space: SearchSpace, measure: bool = True) -> str:
         lines.append(f"deferred ({', '.join(sorted(deferred))}): ~{_human(later_s)} per trial later; "
                      f"`cmisweep evaluate --trials all`: ~{_human(later_s * n / slots)} wall for {n} trials "
                      f"(--trials claims: the claims' cells only)")
-    if "ihat" in by_group and cfg0.evaluation.ihat.converge:
-        lines.append("I-hat until converged is priced at its least (settled at the first doubling, S + 2S critic "
-                     "steps); critics that run to the cap (8S) take up to 5x that")
+    ic = cfg0.evaluation.ihat
+    if "ihat" in by_group and ic.converge:
+        runs = ic.doublings()
+        lines.append(f"I-hat until converged is priced at its least (settled at the first doubling, "
+                     f"{' + '.join(map(str, runs[:2]))} critic steps); critics that run to the cap "
+                     f"({runs[-1]}) take up to {sum(runs) / sum(runs[:2]):.0f}x that")
     if wall > 24 * 3600:
         lines.append(f"this space would take {wall / 86400:.1f} days here: run it on a GPU cluster "
                      "(ray up cluster/gpu.yaml), or reduce epochs / train_size / the grid")
