@@ -13,7 +13,9 @@
                                        collapse_tests.csv, hypervolume.csv, hypervolume_robustness.csv,
                                        paired_tests.csv, evaluated_metrics.csv,
                                        ihat_matched_kl.csv, ihat_share.csv, kl_curves.csv,
-                                       c_read_curves.csv (the critic's C-hat over KL(z), per epoch)
+                                       c_read_curves.csv (the critic's C-hat over KL(z), per epoch),
+                                       seed_differences.csv (each seed's number in each claim, and the
+                                       machine it ran on)
                                        and kl_curves.png (per-epoch KL(z), where epochs.parquet is)
 """
 from __future__ import annotations
@@ -24,7 +26,7 @@ import pandas as pd
 
 from cmisweep.analysis import kl_cap
 from cmisweep.files import atomic_write, atomic_write_text
-from cmisweep.reports import collapse, curves, evaluations, factorial, ihat_kl
+from cmisweep.reports import collapse, curves, evaluations, factorial, ihat_kl, seeds
 from cmisweep.reports.claims import judge
 from cmisweep.reports.frontier import SCORES, frontier
 from cmisweep.reports.hypervolume import hypervolumes, robustness, with_reference
@@ -48,6 +50,7 @@ def write_reports(sweep_dir: Path, space, trials: pd.DataFrame, epochs: pd.DataF
     kind = modality(space.trial.data.dataset)
     deferred = {c for m in space.trial.evaluation.defer for c in EVAL_METRICS[m].columns}
     hv = hypervolumes(trials, cap)
+    for_claims = evaluations.for_claims(trials, history)
     front = with_reference(frontier(trials), hv)
     atomic_write(sweep_dir / "frontier.parquet", lambda p: front.to_parquet(p, index=False))
     out = sweep_dir / "reports"
@@ -55,7 +58,8 @@ def write_reports(sweep_dir: Path, space, trials: pd.DataFrame, epochs: pd.DataF
     tables = {"hypervolume": hv, "hypervolume_robustness": robustness(trials, cap),
               "collapse": collapse.rates(trials), "collapse_tests": collapse.mcnemar(trials),
               "paired_tests": paired_tests(trials),
-              "claims": judge(evaluations.for_claims(trials, history), space.analysis, deferred, kind),
+              "claims": judge(for_claims, space.analysis, deferred, kind),
+              "seed_differences": seeds.seed_differences(for_claims, space.analysis, deferred, kind),
               "evaluated_metrics": evaluations.coverage(trials, history, kind, space.trial.evaluation.defer)}
     rows = space.search.combos() if space.algorithm.kind == "grid" else []
     if factorial.factors(rows):  # two-level settings (a design, a 2 x 2): main effects, the seed as the unit

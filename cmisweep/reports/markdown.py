@@ -9,6 +9,7 @@ import pandas as pd
 from cmisweep.reports.claims import design_note
 from cmisweep.reports.frontier import SCORES
 from cmisweep.reports.hypervolume import MIN_RESAMPLES
+from cmisweep.reports.seeds import by_machine
 from cmisweep.reports.tables import (TABLE_METRICS, UNITS_NOTE, interpolated_kl_table, matched_kl_table,
                                      method_by_gamma)
 from cmisweep.status import TrialStatus
@@ -57,7 +58,18 @@ def claims_section(tables: dict, alpha: float) -> list[str]:
     if not len(claims):
         return []
     return ["## Claims of the paper", "", design_note(claims, alpha), "", CLAIMS_NOTE, "",
-            _md(claims[[c for c in CLAIM_VIEW if c in claims]], ".3g"), ""]
+            _md(claims[[c for c in CLAIM_VIEW if c in claims]], ".3g"), ""] + machines_section(tables)
+
+
+def machines_section(tables: dict) -> list[str]:
+    """Where the seeds ran more than one machine: each machine's seeds and mean (reports.seeds)."""
+    table = by_machine(tables.get("seed_differences", pd.DataFrame()))
+    if table.empty:
+        return []
+    return ["### The seeds by machine", "", "The seeds ran on more than one machine (CPU, training precision), "
+            "each pair on one: the tests above take every seed alike, so their estimate is the average over these "
+            "machines. Each machine's seeds and their mean difference, descriptive (seed_differences.csv lists "
+            "every seed's):", "", _md(table, ".3g"), ""]
 
 
 def factorial_section(tables: dict, alpha: float) -> list[str]:
