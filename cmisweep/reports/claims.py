@@ -25,7 +25,7 @@ from statsmodels.stats.multitest import multipletests
 
 from cmisweep.analysis import CLAIMS, DEFAULT_MARGIN, IHAT_READINGS, Analysis, FamilyClaim, claim_columns, reading_name
 from cmisweep.reports import inference as inf
-from cmisweep.reports.pairing import comparisons, missing, pair_values, per_seed
+from cmisweep.reports.pairing import Comparison, comparisons, missing, pair_values, per_seed
 from cmisweep.reports.trials import evaluated
 from cmisweep.vocabulary import IHAT_CONVERGED, Verdict, label
 
@@ -57,6 +57,18 @@ def family(trials: pd.DataFrame, analysis: Analysis | None, deferred=()) -> tupl
            if (spec.column in deferred or spec.column in t and t[spec.column].notna().any())
            and (spec.sign != 0 or b == "beta")]
     return out, "post hoc: no family was declared before the run"
+
+
+def claim_cells(trials: pd.DataFrame, analysis: Analysis | None, deferred=(),
+                kind: str = "image") -> tuple[list[tuple[FamilyClaim, Comparison, str, bool]], str]:
+    """Every row claims.csv has: (member, its comparison of CMI with the baseline, the column it
+    reads, whether that reading may decide), and how the family was chosen (family())."""
+    members, how = family(trials, analysis, deferred)
+    by_base: dict[str, list[Comparison]] = {}
+    for c in comparisons(trials):
+        by_base.setdefault(c.baseline, []).append(c)
+    return [(fc, c, column, decides) for fc in members for c in by_base.get(fc.baseline, [])
+            for column, decides in claim_columns(fc.claim, kind)], how
 
 
 def _settled(pairs: pd.DataFrame) -> str:
@@ -118,12 +130,8 @@ def judge(trials: pd.DataFrame, analysis: Analysis | None = None, deferred=(), k
     kind: the modality, which decides the I-hat reading a claim may rest on."""
     alpha = analysis.alpha if analysis else 0.05
     power = analysis.power if analysis else 0.8
-    members, how = family(trials, analysis, deferred)
-    by_base: dict[str, list] = {}
-    for c in comparisons(trials):
-        by_base.setdefault(c.baseline, []).append(c)
-    rows = [_member(fc, c.variant, c.pairs, how, alpha, column, decides) for fc in members
-            for c in by_base.get(fc.baseline, []) for column, decides in claim_columns(fc.claim, kind)]
+    cells, how = claim_cells(trials, analysis, deferred, kind)
+    rows = [_member(fc, c.variant, c.pairs, how, alpha, column, decides) for fc, c, column, decides in cells]
     if not rows:
         return pd.DataFrame(columns=COLUMNS)
     claims = pd.DataFrame(rows)

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import pandas as pd
 
-from cmisweep.analysis import CLAIMS, IHAT_READINGS, Analysis, claim_columns, reading_name
-from cmisweep.reports.claims import RATIO_UNITS, claim_text, family
-from cmisweep.reports.pairing import comparisons, pair_values
+from cmisweep.analysis import CLAIMS, IHAT_READINGS, Analysis, reading_name
+from cmisweep.reports.claims import RATIO_UNITS, claim_cells, claim_text
+from cmisweep.reports.pairing import pair_values, per_seed
 from cmisweep.vocabulary import label
 
 COLUMNS = ["source", "claim", "reading", "comparison", "baseline", "seed", "difference", "n_pairs", "machine", "units"]
@@ -41,25 +41,19 @@ def seed_differences(trials: pd.DataFrame, analysis: Analysis | None = None, def
     """One row per claim of the family (each reading, as claims.judge lists them) and seed: the
     seed's mean difference in the claim's units (the KL(z) ratio - 1 for Table 5), its pairs, and
     the machine(s) they ran on."""
-    members, _ = family(trials, analysis, deferred)
+    cells, _ = claim_cells(trials, analysis, deferred, kind)
     rows = []
-    for fc in members:
+    for fc, c, column, _ in cells:
         spec = CLAIMS[fc.claim]
-        for c in comparisons(trials):
-            if c.baseline != fc.baseline:
-                continue
-            for column, _ in claim_columns(fc.claim, kind):
-                values = pair_values(c.pairs, column, ratio=spec.sign == 0)
-                if values.empty:
-                    continue
-                machine = _pair_machines(c.pairs.loc[values.index])
-                units = RATIO_UNITS if spec.sign == 0 else label(column)
-                for seed, g in values.assign(machine=machine).groupby("seed"):
-                    rows.append({"source": spec.source, "claim": claim_text(fc), "comparison": c.variant,
-                                 "baseline": fc.baseline, "seed": seed, "difference": float(g["diff"].mean()),
-                                 "n_pairs": len(g), "machine": " + ".join(sorted(set(g["machine"]))),
-                                 "reading": reading_name(column) if column in IHAT_READINGS else "",
-                                 "units": units})
+        values = pair_values(c.pairs, column, ratio=spec.sign == 0)
+        machines = _pair_machines(c.pairs.loc[values.index]).groupby(values["seed"]).agg(
+            lambda m: " + ".join(sorted(set(m))))
+        for seed, difference in per_seed(values).items():
+            rows.append({"source": spec.source, "claim": claim_text(fc), "comparison": c.variant,
+                         "baseline": fc.baseline, "seed": seed, "difference": float(difference),
+                         "n_pairs": int((values["seed"] == seed).sum()), "machine": machines[seed],
+                         "reading": reading_name(column) if column in IHAT_READINGS else "",
+                         "units": RATIO_UNITS if spec.sign == 0 else label(column)})
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
