@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-STUDIES = ("fmnist-cpu-study", "speech-cpu-study")
+STUDIES = ("fmnist-cpu-study", "fmnist-decided", "speech-cpu-study")
 
 
 def readme_rows() -> dict[str, list[list[str]]]:
