@@ -117,11 +117,20 @@ class PluginModelConfig(Strict):
 
 ModelConfig = Annotated[Union[PixelCNNConfig, DSAEConfig, PluginModelConfig], Field(discriminator="kind")]
 MODALITY = {"pixelcnn_vae": "image", "dsae": "speech"}
+# whether q draws s from x alone (z and s independent given x), which bounds C by KL(z) (c_bound):
+# the PixelCNN-VAE's s is a function of x; the DSAE's q(s_t | x, z, s_<t) reads z
+S_FROM_X = {"pixelcnn_vae": True, "dsae": False}
 
 
 def model_modality(model) -> str:
     """The data a model config's model is for: the built-ins' by kind, a plug-in's own."""
     return model.plugin_class.modality if model.kind == "plugin" else MODALITY[model.kind]
+
+
+def s_from_x(model) -> bool:
+    """Whether the model's q draws s from x alone: the built-ins' by kind, a plug-in's own
+    `s_from_x` (False when it does not say)."""
+    return bool(getattr(model.plugin_class, "s_from_x", False)) if model.kind == "plugin" else S_FROM_X[model.kind]
 
 
 class RegularizerConfig(Strict):
@@ -140,6 +149,7 @@ class RegularizerConfig(Strict):
     alpha: Annotated[float, Field(ge=0)] | None = None  # cmi only: J's alpha (w_z = 1 - alpha) apart from the knob
     m_term: R.MTerm = "auto"
     c_form: R.CForm = "paper"  # D_c negatives p(z)q(s) or q(z)q(s)
+    c_bound: R.CBound = "none"  # kl_z: J takes min(C-hat, KL(z)), C's bound where s depends on z only via x
     critic_steps: Annotated[int, Field(ge=1, le=100)] = 2
     critic_lr: PosFloat | None = None  # default: 10x the VAE lr (the paper)
     critic_head: HeadChoice = "model"  # model: the paper's head
@@ -212,11 +222,12 @@ class RegularizerConfig(Strict):
         return R.preset(
             self.preset, self.knob, self.alpha, m_term=self.m_term, c_form=self.c_form,
             critic_steps=self.critic_steps, allow_weights_above_one=self.allow_weights_above_one,
+            c_bound=self.c_bound,
         )
 
 
 # the regularizer's keys that set how critics train (D_m, D_c): a preset that trains none ignores them
-CRITIC_KEYS = frozenset(k for k in RegularizerConfig.model_fields if k.startswith("critic_")) | {"c_form"}
+CRITIC_KEYS = frozenset(k for k in RegularizerConfig.model_fields if k.startswith("critic_")) | {"c_form", "c_bound"}
 
 
 class TrainConfig(Strict):
@@ -374,6 +385,10 @@ class TrialConfig(Strict):
         if wrong:
             raise ValueError(f"evaluation.defer: {', '.join(wrong)} is not measured on {self.data.modality} data; "
                              f"expected some of {', '.join(eval_metrics(self.data.modality))}")
+        if self.regularizer.c_bound != "none" and not s_from_x(self.model):
+            raise ValueError(f"regularizer.c_bound: {self.regularizer.c_bound} bounds C by KL(z), which holds only where "
+                             f"s depends on z through x alone; model {self.model.kind} draws s given z: expected "
+                             "c_bound: none")
         n = self.data.train_size
         if n is not None and n < self.train.batch_size:
             raise ValueError(f"data.train_size = {n} is smaller than train.batch_size = {self.train.batch_size}")

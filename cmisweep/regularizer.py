@@ -20,6 +20,11 @@ from samples of r (label 0) has logit log D/(1-D) -> log q/r, so KL(q||r) ~ E_q[
 With the exact negatives for D_c (z shuffled across the batch, i.e. q(z)q(s)), C estimates I(z;s)
 itself and KL(q(z)||p(z)) is no longer folded into it: w_m becomes alpha.
 
+Where s depends on z only through x (z and s independent given x under q), I(z;s) <= I(x;z), so
+either form of C is at most E_x KL(q(z|x)||p(z)), the KL(z) of the ELBO. `c_bound: kl_z` uses
+min(C-hat, KL(z)) in J: a critic read above that bound is known to be wrong, and J then takes the
+bound (value and gradient) instead (docs/design.md section 1).
+
 A regularizer is data (J's alpha and w_c, and which critics run), not a class per paper; `preset`
 builds the paper's methods from the knob:
 
@@ -43,6 +48,7 @@ PRESETS: tuple[str, ...] = get_args(Preset)
 CRITICLESS_PRESETS = frozenset({"vanilla", "beta"})
 MTerm = Literal["auto", "estimate", "drop"]
 CForm = Literal["paper", "exact"]
+CBound = Literal["none", "kl_z"]  # C-hat as read, or capped at the batch's KL(z) (its upper bound)
 # How the critics are trained beside the VAE (docs/design.md section 1; the defaults are the
 # paper's procedure as this project reads it, the others exist for the KL(z) ablation):
 CriticPrecision = Literal["same", "fp32", "bf16"]  # same: the VAE's training precision
@@ -59,6 +65,7 @@ class Regularizer:
     critic_steps: int = 2
     allow_weights_above_one: bool = False
     preset: str = "custom"
+    c_bound: CBound = "none"
 
     def __post_init__(self) -> None:
         problems = self.problems()
@@ -114,11 +121,13 @@ def preset(
     c_form: CForm = "paper",
     critic_steps: int = 2,
     allow_weights_above_one: bool = False,
+    c_bound: CBound = "none",
 ) -> Regularizer:
     """Build a regularizer from the paper's knob, the gamma of its Fig. 3 and tables (docs/design.md
     section 1): J's alpha for beta/advmi (w_c = 0), alpha = w_c = knob for cmi; cmi takes an
     independent `alpha` too."""
-    common = dict(critic_steps=critic_steps, allow_weights_above_one=allow_weights_above_one, preset=name)
+    common = dict(critic_steps=critic_steps, allow_weights_above_one=allow_weights_above_one, preset=name,
+                  c_bound=c_bound)
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; expected one of {', '.join(PRESETS)}")
     if alpha is not None and name != "cmi":
@@ -176,7 +185,8 @@ class ObjectiveParts:
     kl_z: torch.Tensor
     kl_s: torch.Tensor
     m_hat: torch.Tensor | None
-    c_hat: torch.Tensor | None
+    c_hat: torch.Tensor | None  # the critic's read, before any bound
+    c_bounded: torch.Tensor | None = None  # 1.0 where c_bound replaced the read by KL(z), else 0.0
 
 
 def objective(
@@ -194,7 +204,7 @@ def objective(
     """
     recon, kl_z, kl_s = recon.float().mean(), kl_z.float().mean(), kl_s.float().mean()
     loss = recon + kl_s + reg.w_z * kl_z
-    m_hat = c_hat = None
+    m_hat = c_hat = c_bounded = None
     if reg.uses_m:
         if m_logits is None:
             raise ValueError("this regularizer estimates M: pass the D_m logits")
@@ -204,8 +214,12 @@ def objective(
         if c_logits is None:
             raise ValueError("this regularizer estimates C: pass the D_c logits")
         c_hat = kl_estimate(c_logits)
-        loss = loss + reg.w_c * c_hat
-    return ObjectiveParts(loss, recon, kl_z, kl_s, m_hat, c_hat)
+        c_term = c_hat
+        if reg.c_bound == "kl_z":  # C <= KL(z) where z and s are independent given x (module docstring)
+            c_term = torch.minimum(c_hat, kl_z)
+            c_bounded = (c_hat > kl_z).float()
+        loss = loss + reg.w_c * c_term
+    return ObjectiveParts(loss, recon, kl_z, kl_s, m_hat, c_hat, c_bounded)
 
 
 def critic_logits(critics, z: torch.Tensor, s: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:

@@ -109,7 +109,8 @@ class PaperJ(Plugin):
         t = step.terms
         m_logits, c_logits = step.read(R.critic_logits, t.z, t.s)
         parts = R.objective(self.reg, t.recon, t.kl_z, t.kl_s, m_logits, c_logits)
-        return parts.loss, {k: v for k, v in (("m_hat", parts.m_hat), ("c_hat", parts.c_hat)) if v is not None}
+        logged = (("m_hat", parts.m_hat), ("c_hat", parts.c_hat), ("c_bounded", parts.c_bounded))
+        return parts.loss, {k: v for k, v in logged if v is not None}
 
     def aux_loss(self, nets, z, s, x):
         return critic_training.batch_loss(nets, z, s, self.reg.c_form)

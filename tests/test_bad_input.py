@@ -76,6 +76,8 @@ CASES = [
      "regularizer.gamma is now regularizer.knob"),
     ("train model mismatch", {"data": {"dataset": "mnist"}, "model": {"kind": "dsae"}}, [], "train", None,
      "model dsae is for speech data"),
+    ("c bound on the dsae", {"data": {"dataset": "speech-synth"}, "regularizer": {"preset": "cmi", "knob": 0.3,
+     "c_bound": "kl_z"}}, [], "train", None, "model dsae draws s given z: expected c_bound: none"),
 ]
 
 

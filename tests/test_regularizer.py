@@ -67,6 +67,27 @@ def test_exact_negatives_move_kl_q_z_into_m():
     assert loss(reg) == pytest.approx(mean(RECON) + mean(KLS) + 0.6 * mean(KLZ) + 0.4 * 1.0 + 0.4 * 2.5)
 
 
+def test_c_bound_takes_kl_z_where_the_read_exceeds_it():
+    # C-hat 2.5 against a batch KL(z) of 5.0: the read stands; against 2.0 the bound replaces it
+    reg = R.preset("cmi", 0.4, c_bound="kl_z")
+    under = R.objective(reg, RECON, KLZ, KLS, DM, DC)
+    assert float(under.loss) == pytest.approx(loss(R.preset("cmi", 0.4))) and float(under.c_bounded) == 0.0
+    low = KLZ * 0.4  # mean 2.0
+    over = R.objective(reg, RECON, low, KLS, DM, DC)
+    assert float(over.loss) == pytest.approx(mean(RECON) + mean(KLS) + 0.6 * 2.0 + 0.4 * 2.0)
+    assert float(over.c_hat) == pytest.approx(2.5) and float(over.c_bounded) == 1.0  # the read is still logged
+
+
+def test_c_bound_sends_the_gradient_of_whichever_term_is_taken():
+    dc, kl = DC.clone().requires_grad_(), (KLZ * 0.4).requires_grad_()
+    R.objective(R.preset("cmi", 0.4, c_bound="kl_z"), RECON, kl, KLS, None, dc).loss.backward()
+    # bounded: C enters as KL(z), so KL(z)'s weight is w_z + w_c = 1 and the critic gets nothing
+    assert torch.allclose(kl.grad, torch.full((4,), 1.0 / 4)) and torch.count_nonzero(dc.grad) == 0
+    dc, kl = DC.clone().requires_grad_(), KLZ.clone().requires_grad_()
+    R.objective(R.preset("cmi", 0.4, c_bound="kl_z"), RECON, kl, KLS, None, dc).loss.backward()
+    assert torch.allclose(kl.grad, torch.full((4,), 0.6 / 4)) and torch.allclose(dc.grad, torch.full((4,), 0.4 / 4))
+
+
 def test_refusals():
     with pytest.raises(ValueError, match="not a bound"):
         R.preset("cmi", 0.2, alpha=0.5, m_term="drop")
