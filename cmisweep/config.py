@@ -227,7 +227,8 @@ class RegularizerConfig(Strict):
 
 
 # the regularizer's keys that set how critics train (D_m, D_c): a preset that trains none ignores them
-CRITIC_KEYS = frozenset(k for k in RegularizerConfig.model_fields if k.startswith("critic_")) | {"c_form", "c_bound"}
+C_KEYS = frozenset({"c_form", "c_bound"})  # how C is read: nothing to a preset without C either
+CRITIC_KEYS = frozenset(k for k in RegularizerConfig.model_fields if k.startswith("critic_")) | C_KEYS
 
 
 class TrainConfig(Strict):
@@ -386,9 +387,9 @@ class TrialConfig(Strict):
             raise ValueError(f"evaluation.defer: {', '.join(wrong)} is not measured on {self.data.modality} data; "
                              f"expected some of {', '.join(eval_metrics(self.data.modality))}")
         if self.regularizer.c_bound != "none" and not s_from_x(self.model):
+            how = "does not declare s_from_x" if self.model.kind == "plugin" else "draws s given z"
             raise ValueError(f"regularizer.c_bound: {self.regularizer.c_bound} bounds C by KL(z), which holds only where "
-                             f"s depends on z through x alone; model {self.model.kind} draws s given z: expected "
-                             "c_bound: none")
+                             f"s depends on z through x alone; model {self.model.kind} {how}: expected c_bound: none")
         n = self.data.train_size
         if n is not None and n < self.train.batch_size:
             raise ValueError(f"data.train_size = {n} is smaller than train.batch_size = {self.train.batch_size}")

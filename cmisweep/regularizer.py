@@ -22,8 +22,8 @@ itself and KL(q(z)||p(z)) is no longer folded into it: w_m becomes alpha.
 
 Where s depends on z only through x (z and s independent given x under q), I(z;s) <= I(x;z), so
 either form of C is at most E_x KL(q(z|x)||p(z)), the KL(z) of the ELBO. `c_bound: kl_z` uses
-min(C-hat, KL(z)) in J: a critic read above that bound is known to be wrong, and J then takes the
-bound (value and gradient) instead (docs/design.md section 1).
+min(C-hat, KL(z)) in J on each batch: a read above that bound on average is wrong, and J then takes
+the bound (value and gradient) instead (docs/design.md section 1).
 
 A regularizer is data (J's alpha and w_c, and which critics run), not a class per paper; `preset`
 builds the paper's methods from the knob:
@@ -46,6 +46,8 @@ Preset = Literal["vanilla", "beta", "advmi", "cmi"]
 PRESETS: tuple[str, ...] = get_args(Preset)
 # the presets that train no critic (M dropped, w_c = 0): the critics' settings are nothing to them
 CRITICLESS_PRESETS = frozenset({"vanilla", "beta"})
+# the presets without C (w_c = 0): how C is read (c_form, c_bound) is nothing to them
+PRESETS_WITHOUT_C = CRITICLESS_PRESETS | {"advmi"}
 MTerm = Literal["auto", "estimate", "drop"]
 CForm = Literal["paper", "exact"]
 CBound = Literal["none", "kl_z"]  # C-hat as read, or capped at the batch's KL(z) (its upper bound)

@@ -258,16 +258,20 @@ def test_a_design_lists_a_grids_rows_each_crossed_with_presets_gammas_and_seeds(
 
 def test_a_critic_setting_multiplies_only_the_presets_that_train_critics():
     """A grid over critic settings with beta, advmi and cmi: beta trains no critic, so it runs once
-    per seed with none of them in its name or config; advmi (D_m) and cmi (D_c) run per value."""
+    per seed with none of them in its name or config; advmi (D_m) runs per critic setting but not
+    per setting of C, which it does not have; cmi (D_c) runs per value of each."""
     from cmisweep.sweep.space import SearchSpace, grid_points, trial_config
 
     raw = {"name": "c", "trial": tiny_trial(), "search": {
         "presets": ["beta", "advmi", "cmi"], "gamma": [0.5], "seeds": [0],
-        "params": {"model.s_layer": [6, 4], "regularizer.critic_lr": [1e-2, 1e-3], "regularizer.c_form": ["paper", "exact"]}}}
+        "params": {"model.s_layer": [6, 4], "regularizer.critic_lr": [1e-2, 1e-3], "regularizer.c_form": ["paper", "exact"],
+                   "regularizer.c_bound": ["none", "kl_z"]}}}
     space = SearchSpace.model_validate(raw)
     points = grid_points(space)
     by = {p: [q for q in points if q["preset"] == p] for p in ("beta", "advmi", "cmi")}
-    assert len(by["beta"]) == 2 and len(by["advmi"]) == 8 and len(by["cmi"]) == 8
+    assert len(by["beta"]) == 2 and len(by["advmi"]) == 4 and len(by["cmi"]) == 16
     assert all(set(q["params"]) == {"model.s_layer"} for q in by["beta"])
+    assert all(set(q["params"]) == {"model.s_layer", "regularizer.critic_lr"} for q in by["advmi"])
+    assert {trial_config(space, q).regularizer.c_bound for q in by["cmi"]} == {"none", "kl_z"}
     assert {trial_config(space, q).regularizer.critic_lr for q in by["beta"]} == {None}
     assert {trial_config(space, q).regularizer.critic_lr for q in by["cmi"]} == {1e-2, 1e-3}

@@ -32,9 +32,9 @@ from pydantic import AfterValidator, Field, ValidationInfo, field_validator, mod
 
 from cmisweep import configio, migrate
 from cmisweep.analysis import Analysis, check_family
-from cmisweep.config import CRITIC_KEYS, PosInt, Strict, TrialConfig
+from cmisweep.config import C_KEYS, CRITIC_KEYS, PosInt, Strict, TrialConfig
 from cmisweep.errors import ConfigError
-from cmisweep.regularizer import CRITICLESS_PRESETS, PRESETS
+from cmisweep.regularizer import CRITICLESS_PRESETS, PRESETS, PRESETS_WITHOUT_C
 
 # the final objectives MO-ASHA can read per epoch (cmisweep.sweep.moasha.per_epoch): validation
 # KL(z), and AoLR from the per-epoch probe on labelled validation images
@@ -325,13 +325,14 @@ def point_overrides(point: dict, search: SearchDims | None = None) -> dict:
 
 def own_params(preset: str, params: dict) -> dict:
     """The searched params that apply to a preset: a plug-in's parameters (regularizer.params.*)
-    are not the paper's presets', and the critics' settings (config.CRITIC_KEYS) are nothing to a
-    preset that trains no critic (a grid runs those once, not once per value)."""
+    are not the paper's presets', the critics' settings (config.CRITIC_KEYS) are nothing to a
+    preset that trains no critic, and C's (config.C_KEYS) nothing to one without C (advmi): a grid
+    runs those once, not once per value."""
     if preset not in PRESETS:
         return params
-    criticless = preset in CRITICLESS_PRESETS
+    ignored = CRITIC_KEYS if preset in CRITICLESS_PRESETS else C_KEYS if preset in PRESETS_WITHOUT_C else frozenset()
     return {k: v for k, v in params.items() if not k.startswith("regularizer.params.")
-            and not (criticless and k.startswith("regularizer.") and k.split(".", 1)[1] in CRITIC_KEYS)}
+            and not (k.startswith("regularizer.") and k.split(".", 1)[1] in ignored)}
 
 
 def plugin_refs(space: SearchSpace) -> list[str]:
