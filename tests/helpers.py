@@ -44,7 +44,10 @@ def tiny_trial(**over) -> dict:
         "model": {"kind": "pixelcnn_vae", "layers": 6, "maps": 8, "z_dim": 8, "encoder_channels": 16},
         "regularizer": {"preset": "cmi", "knob": 0.3, "critic_width": 16},
         "train": {"epochs": 1, "batch_size": 50, "lr": 1e-3, "steps_per_epoch": 3},
-        "evaluation": {"ihat": {"seeds": 3, "steps": 5, "n_train": 100, "n_eval": 100, "width": 16},
+        # fixed critic steps (converge: false): the doubling rule costs 15 runs of `steps` and is
+        # tested where it is the subject (test_ihat, test_evaluate_stage, the dry run's pricing)
+        "evaluation": {"ihat": {"seeds": 3, "steps": 5, "n_train": 100, "n_eval": 100, "width": 16,
+                                "converge": False},
                        "probe_per_class": 10, "mcas_real_per_class": 1, "mcas_samples": 2},
     }
     for key, value in over.items():
@@ -74,8 +77,21 @@ def cli(*args, cwd=None, timeout=600, env=None):
     import subprocess
     import sys
 
-    return subprocess.run([sys.executable, "-m", "cmisweep", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, timeout=timeout, env={**os.environ, **(env or {})})
+    import signal
+
+    # its own process group, so that a timeout stops the Ray it started too (subprocess.run kills the
+    # child alone: a Ray left running slows every later test), and says where the command was
+    proc = subprocess.Popen([sys.executable, "-m", "cmisweep", *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=cwd, env={**os.environ, **(env or {})},
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        raise AssertionError(f"`cmisweep {' '.join(map(str, args))}` ran past {timeout} s; the end of its "
+                             f"output:\n{err[-4000:]}\n{out[-1000:]}") from None
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 def tiny_speech_space(corpus, name: str = "speech-tiny") -> dict:
@@ -87,7 +103,7 @@ def tiny_speech_space(corpus, name: str = "speech-tiny") -> dict:
             "model": {"kind": "dsae", "z_dim": 8, "s_dim": 8, "hidden": 16},
             "regularizer": {"critic_width": 16},
             "train": {"epochs": 2, "batch_size": 16, "lr": 3e-3},
-            "evaluation": {"ihat": {"seeds": 3, "steps": 5, "n_train": 64, "n_eval": 64, "width": 16},
+            "evaluation": {"ihat": {"seeds": 3, "steps": 5, "n_train": 64, "n_eval": 64, "width": 16, "converge": False},
                            "vc_segments": 40, "vc_pairs": 10},
         },
         "search": {"presets": ["beta", "cmi"], "gamma": [0.5], "seeds": [0]},

@@ -27,6 +27,7 @@ def _sweep(tmp_path: Path) -> Path:
     need_data("fashion-mnist")
     space = tiny_space("deferred", search={"presets": ["beta", "cmi"], "gamma": [0.3], "seeds": [0, 1]})
     space["trial"]["evaluation"]["defer"] = ["ihat", "mcas"]
+    space["trial"]["evaluation"]["ihat"]["converge"] = True  # the doubling rule, end to end
     path = tmp_path / "deferred.yaml"
     path.write_text(__import__("yaml").safe_dump(space))
     r = cli("run", path, "--results", tmp_path / "results", cwd=tmp_path)

@@ -31,6 +31,7 @@ def test_the_dry_run_prices_the_deferred_metrics_as_a_stage_of_their_own(tmp_pat
     them apart, per trial and for `cmisweep evaluate` over every trial."""
     space = tiny_space("staged")
     space["trial"]["evaluation"]["defer"] = ["ihat", "mcas"]
+    space["trial"]["evaluation"]["ihat"]["converge"] = True
     p = tmp_path / "s.yaml"
     p.write_text(yaml.safe_dump(space))
     r = cli("run", p, "--dry-run", "--results", tmp_path / "results", cwd=tmp_path,
@@ -38,7 +39,7 @@ def test_the_dry_run_prices_the_deferred_metrics_as_a_stage_of_their_own(tmp_pat
     assert r.returncode == 0, r.stderr[-2000:]
     assert "deferred (ihat, mcas): ~" in r.stdout and "cmisweep evaluate --trials all" in r.stdout
     assert "(ihat " not in r.stdout.split("evaluation at training")[1].splitlines()[0]
-    assert "I-hat until converged is priced at its least" in r.stdout  # the doubling rule, the default
+    assert "I-hat until converged is priced at its least" in r.stdout  # the doubling rule
     space["trial"]["evaluation"]["defer"] = []
     space["trial"]["evaluation"]["ihat"] = {"converge": False}
     p.write_text(yaml.safe_dump(space))
