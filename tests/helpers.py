@@ -74,10 +74,9 @@ def tiny_space(name: str = "tiny", **over) -> dict:
 def cli(*args, cwd=None, timeout=600, env=None):
     """Run `python -m cmisweep ...` as a user would; returns the CompletedProcess."""
     import os
+    import signal
     import subprocess
     import sys
-
-    import signal
 
     # its own process group, so that a timeout stops the Ray it started too (subprocess.run kills the
     # child alone: a Ray left running slows every later test), and says where the command was
