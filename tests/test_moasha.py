@@ -21,6 +21,18 @@ def trial(tid, gamma, seed=0):
     return SimpleNamespace(trial_id=tid, config={"point": {"preset": "cmi", "gamma": gamma, "seed": seed}})
 
 
+def replay_module():
+    """bench/moasha_replay.py, a script, loaded as a module."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "moasha_replay.py"
+    spec = importlib.util.spec_from_file_location("moasha_replay", path)
+    mr = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mr)
+    return mr
+
+
 def result(epoch, kl, aolr):
     return {"epoch": epoch, "val/kl_z": kl, "val/aolr": aolr}
 
@@ -199,9 +211,11 @@ def test_nsga2_with_moasha_killed_mid_rung_then_resumed(tmp_path):
     assert all(f"({s['why']})" in report for s in records["stopped"].values())
     # the offline replay (bench/moasha_replay.py) reads the same sweep's history and prices it
     replayed = subprocess.run([sys.executable, str(Path(__file__).resolve().parents[1] / "bench" / "moasha_replay.py"),
-                               str(d), "--grace", "1", "--eta", "2", "--collapse-min-epoch", "2", "--workers", "1"],
+                               str(d), "--grace", "1", "--eta", "2", "--collapse-min-epoch", "2", "--workers", "1",
+                               "--live", str(d), "--plot", str(tmp_path / "hv.png")],  # itself as the live arm
                               capture_output=True, text=True, timeout=120)
     assert replayed.returncode == 0 and "replayed on 4 trials" in replayed.stdout, replayed.stderr[-2000:]
+    assert "MO-ASHA live: " in replayed.stdout and (tmp_path / "hv.png").stat().st_size > 0
     study = optuna.load_study(study_name="mo", storage=f"sqlite:///{d / 'optuna.db'}")
     # every point told, none as a failure (a point asked just before the kill may stay RUNNING in the
     # study: the resumed searcher asks its own, as test_search_e2e's killed NSGA-II sweep shows)
@@ -232,15 +246,9 @@ def test_the_offline_replay_stops_what_the_live_scheduler_would_and_prices_it():
     epoch 2: b is dominated by a at rung 1 (stopped, unevaluated), c's KL(z) stays below the
     threshold (stopped at epoch 2 and evaluated), a runs to the end; CPU 35 + 10 + 25 s against
     3 x 35 s, and the kept front's hypervolume is the full run's (b was dominated)."""
-    import importlib.util
-    from pathlib import Path
-
     import pandas as pd
 
-    path = Path(__file__).resolve().parents[1] / "bench" / "moasha_replay.py"
-    spec = importlib.util.spec_from_file_location("moasha_replay", path)
-    mr = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mr)
+    mr = replay_module()
     finals = {"a": (1.0, 0.9), "b": (2.0, 0.8), "c": (0.01, 0.2)}
     trials = pd.DataFrame([{"trial_id": tid, "name": tid, "preset": "cmi", "gamma": g, "alpha": None, "seed": 0,
                             "status": "FINISHED", "final/test/kl_z": kl, "final/aolr": ao, "final/time/eval_s": 5.0}
@@ -256,21 +264,29 @@ def test_the_offline_replay_stops_what_the_live_scheduler_would_and_prices_it():
     assert r["cpu_s_full"].to_dict() == {"a": 32.0, "b": 32.0, "c": 32.0}  # no probe without MO-ASHA
     kept = trials[trials["trial_id"] != "b"]
     assert mr.front_hypervolume(kept, [50.0, 0.1]) == mr.front_hypervolume(trials, [50.0, 0.1]) > 0
+    # the hypervolume against CPU: the replay's front is a's from 35 s (b ends unevaluated at 45 s),
+    # a's and c's from 70 s; the plain run's (one slot: a, b, c end at 32, 64, 96 s) is all of them
+    # at 96 s; on two slots a and b run together, so 64 CPU s are spent when they end at 32 s
+    ref, hv = [50.0, 0.1], lambda ids: mr.front_hypervolume(trials[trials["trial_id"].isin(list(ids))], ref)
+    curve = mr.hypervolume_over_cpu(trials, r, ref)
+    assert curve["cpu_s"].tolist() == [0.0, 35.0, 45.0, 70.0]
+    assert curve["hypervolume"].tolist() == [0.0, hv("a"), hv("a"), hv("ac")] and hv("ac") > hv("a") > 0
+    unevaluated = r.assign(why=r["why"].where(r.index != "c", "dominated"))  # c ended unevaluated: not on the front
+    assert mr.hypervolume_over_cpu(trials, unevaluated, ref)["hypervolume"].iloc[-1] == hv("a")
+    full = r[["start_full", "end_s_full"]].rename(columns={"start_full": "start", "end_s_full": "end_s"})
+    assert mr.hypervolume_over_cpu(trials, full, ref)["cpu_s"].tolist() == [0.0, 32.0, 64.0, 96.0]
+    two = mr.replay(trials, epochs, max_t=3, grace=1, eta=2.0, collapse_min_epoch=2, ref=ref, workers=2)
+    two = two.set_index("trial_id")[["start_full", "end_s_full"]].rename(columns={"start_full": "start", "end_s_full": "end_s"})
+    assert mr.hypervolume_over_cpu(trials, two, ref)["cpu_s"].tolist() == [0.0, 64.0, 96.0]
 
 
 def test_the_replay_counts_a_collapse_stop_whose_trial_kept_z_as_a_wrong_call():
     """Two trials below the collapse threshold at epochs 1 and 2, stopped as collapsed at epoch 2 (no
     rung before the end): c stays collapsed, d rises at epoch 3 and ends at 0.5 nats in its full
     run, so its stop is a wrong collapse call (the late risers of fmnist-collapse-confirm)."""
-    import importlib.util
-    from pathlib import Path
-
     import pandas as pd
 
-    path = Path(__file__).resolve().parents[1] / "bench" / "moasha_replay.py"
-    spec = importlib.util.spec_from_file_location("moasha_replay", path)
-    mr = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mr)
+    mr = replay_module()
     curves = {"c": (0.01, 0.01, 0.01), "d": (0.01, 0.01, 0.5)}
     trials = pd.DataFrame([{"trial_id": tid, "name": tid, "preset": "cmi", "gamma": g, "alpha": None, "seed": 0,
                             "status": "FINISHED", "final/test/kl_z": kl[-1], "final/aolr": 0.3,
