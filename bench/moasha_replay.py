@@ -235,6 +235,10 @@ def main() -> int:
           f"{r['end_s_full'].max() / 60:.0f} min")
     print(f"  hypervolume of the seed-mean front (ref KL {ref[0]:g}, AoLR {ref[1]:g}): {hv_kept:.4f} kept against "
           f"{hv_full:.4f} ({hv_kept / hv_full:.3f}x)" if hv_full else "  no evaluated front")
+    # seed noise: the same front read from each seed alone (the unit of replication)
+    by_seed = [f"seed {k}: {front_hypervolume(trials[trials['seed'] == k], ref):.4f} full, "
+               f"{front_hypervolume(kept[kept['seed'] == k], ref):.4f} kept" for k in sorted(trials["seed"].unique())]
+    print(f"  seed noise, each seed's front alone: {'; '.join(by_seed)}")
     print("\nhow each rung's readings rank the trials as their final values do:")
     print(rank_agreement(trials, epochs, rungs(args.grace, args.eta, max_t)).to_string(index=False, float_format="%.3f"))
     if args.out:
@@ -246,6 +250,9 @@ def main() -> int:
         compare({"plain NSGA-II": hypervolume_over_cpu(trials, full, ref),
                  "MO-ASHA replayed": hypervolume_over_cpu(trials, r.set_index("trial_id"), ref),
                  "MO-ASHA live": hypervolume_over_cpu(live_trials, live, ref)}, args.plot)
+        alone = [f"seed {k}: {front_hypervolume(live_trials[live_trials['seed'] == k], ref):.4f}"
+                 for k in sorted(live_trials["seed"].unique())]
+        print(f"  the live run's seed noise, each seed's front alone: {'; '.join(alone)}")
     return 0
 
 
