@@ -108,23 +108,25 @@ def study_ihat(kind: str, **over):
     return EvalConfig(ihat=IhatConfig(**{**ihat, **over}))
 
 
-@pytest.mark.slow(150)
 @pytest.mark.parametrize("kind", list(SHAPES))
-def test_each_reading_meets_its_bound_at_study_scale_or_carries_no_verdict(kind):
-    """At a study's shapes and I-hat settings, in the world I(z;s) = 2, KL(q(z)||p(z)) = 1 nat: a
+def test_a_reading_that_decides_claims_meets_its_bound_at_study_scale(kind):
+    """At a study's shapes and I-hat settings, in the world I(z;s) = 2, KL(q(z)||p(z)) = 1 nat, every
     reading that decides claims (analysis.VERDICT_READINGS) is within its bound of the analytic
-    target; an exact-form reading that decides none misses it (so the table says what the
-    estimator does). Two critic seeds, at the step count the doubling rule ends at when it does
-    not settle (8 x steps: bench/ihat_truth.py, BENCHMARKS.md section 11), which is the estimate
-    the rule reports then."""
+    target: two critic seeds at the step count the doubling rule ends at when it does not settle
+    (8 x steps: bench/ihat_truth.py, BENCHMARKS.md section 11), the estimate the rule reports then.
+    Listing a reading that misses turns this red. Where none decides (both modalities since no
+    reading met its bound), there is nothing to measure: the claims carry no verdict (the tests
+    above), and how far each reading is off is a benchmark's figure (bench/ihat_truth.py), not a
+    test's: measuring every reading here took about 30 CPU-minutes of `make test`."""
     from cmisweep.metrics.ihat_truth import measure
 
+    deciding = analysis.VERDICT_READINGS[kind]
+    if not deciding:
+        return
     base = study_ihat(kind)
     cfg = study_ihat(kind, seeds=2, converge=False, steps=8 * base.ihat.steps)
     torch.set_num_threads(1)
-    for r in measure(World(kind, 2.0, 1.0), cfg):
-        decides = r["column"] in analysis.VERDICT_READINGS[kind]
-        if decides:
-            assert r["within"], r
-        elif r["column"].endswith("_exact"):
-            assert not r["within"], r
+    rows = [r for r in measure(World(kind, 2.0, 1.0), cfg) if r["column"] in deciding]
+    assert {r["column"] for r in rows} == set(deciding)
+    for r in rows:
+        assert r["within"], r

@@ -19,7 +19,9 @@ from helpers import cli, tiny_space, tiny_trial
 @pytest.mark.slow(55)
 def test_dry_run_prints_plan_and_cost_without_starting(tmp_path):
     r = cli("run", ROOT / "search_spaces" / "fmnist.yaml", "--dry-run", "--results", tmp_path / "results",
-            "--set", "trial.model.maps=8", cwd=tmp_path)  # a smaller model: the same plan, measured sooner
+            "--set", "trial.model.maps=8", "--set", "trial.evaluation.ihat.batch_size=10",
+            "--set", "trial.evaluation.ihat.seeds=1", cwd=tmp_path)
+    # a smaller model and I-hat: the same plan, measured sooner (the I-hat's pricing has tests of its own)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "sweep fmnist: 84 trials (grid)" in r.stdout and "beta_g0.1_s0" in r.stdout and "34 more" in r.stdout
     assert "measured step time here" in r.stdout and "days here" in r.stdout  # 300 epochs on 2 CPU cores
