@@ -163,8 +163,9 @@ def live_timeline(d: Path, workers: int) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def at_cpu(curve: pd.DataFrame, cpu_s: float) -> float:
-    """The hypervolume a curve had reached once cpu_s were spent."""
-    return float(curve.loc[curve["cpu_s"] <= cpu_s, "hypervolume"].max())
+    """The hypervolume a curve had once cpu_s were spent (not its best so far: a point's second seed
+    can move its mean off the front)."""
+    return float(curve.loc[curve["cpu_s"] <= cpu_s, "hypervolume"].iloc[-1])
 
 
 def compare(curves: dict[str, pd.DataFrame], plot: str | None) -> None:
@@ -172,6 +173,9 @@ def compare(curves: dict[str, pd.DataFrame], plot: str | None) -> None:
     reach the plain run's final hypervolume (within 1%)."""
     full = curves["plain NSGA-II"]
     total, final = full["cpu_s"].max(), full["hypervolume"].iloc[-1]
+    if not final:
+        print("\nthe plain run has no evaluated front: no hypervolume to compare against")
+        return
     rows = [{"CPU h": f * total / 3600, **{name: at_cpu(c, f * total) for name, c in curves.items()}}
             for f in np.linspace(0.1, 1.0, 10)]
     print("\nhypervolume of the seed-mean front against CPU time (slot model):")
@@ -244,6 +248,10 @@ def main() -> int:
     if args.out:
         table.to_csv(args.out, index=False)
     if args.live:
+        live_epochs = Path(args.live) / "epochs.parquet"
+        if not live_epochs.exists() or "time/probe_s" not in pd.read_parquet(live_epochs):
+            print(f"{live_epochs}: no per-epoch history with time/probe_s (a finished MO-ASHA sweep?)", file=sys.stderr)
+            return 2
         full = r.set_index("trial_id")[["start_full", "end_s_full"]].rename(
             columns={"start_full": "start", "end_s_full": "end_s"})
         live_trials, live = live_timeline(Path(args.live), args.workers)
